@@ -1,0 +1,118 @@
+"""Safe image loading: any file Pillow reads becomes an upright RGB array of a fixed size."""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from captioner.errors import ImageError
+
+ImageSource = str | os.PathLike | bytes | BinaryIO | Image.Image
+
+#: Largest image (in pixels) we agree to decode; Pillow's own bomb limit, enforced as an error.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def _describe(source: ImageSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return getattr(source, "name", None) or "uploaded image"
+
+
+def _open(source: ImageSource) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"{path}: no such image file; check the path.")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: the file is empty (0 bytes); re-export or re-download it.")
+    return Image.open(source)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited on white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        pixels = np.clip(pixels / top * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(pixels, mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(source: ImageSource) -> Image.Image:
+    """Decode an image safely: first frame, EXIF orientation applied, RGB.
+
+    Raises ImageError (never a Pillow exception) for missing, empty, corrupt, truncated or
+    oversized ("decompression bomb") files.
+    """
+    name = _describe(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = _open(source)
+            if image.width * image.height > MAX_PIXELS:
+                raise Image.DecompressionBombError(f"{image.width}x{image.height}")
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)  # animated GIF/WebP/TIFF: caption the first frame
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb(image)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(
+            f"{name}: image is too large to decode safely ({error}); "
+            f"the limit is {MAX_PIXELS:,} pixels, so downscale it first."
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{name}: not an image Pillow can read; use a JPEG, PNG, WebP, BMP or GIF file."
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        raise ImageError(f"{name}: the image data is corrupt or truncated ({error}).") from None
+
+
+def image_to_array(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """Resize an RGB image to (width, height) and return uint8 pixels of shape (h, w, 3)."""
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def load_array(source: ImageSource, size: tuple[int, int]) -> np.ndarray:
+    """Load, normalise and resize an image in one call: (h, w, 3) uint8."""
+    return image_to_array(load_image(source), size)
+
+
+def find_images(patterns: list[str]) -> list[Path]:
+    """Expand files, folders (recursively) and glob patterns into a sorted list of image paths."""
+    found: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found.extend(p for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.exists():
+            found.append(path)
+        else:
+            matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True))]
+            if not matches:
+                raise ImageError(f"{pattern}: no such file, folder or matching glob.")
+            found.extend(p for p in matches if p.is_file())
+    return list(dict.fromkeys(found))
