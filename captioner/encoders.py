@@ -1,0 +1,119 @@
+"""Image encoders: keras.applications CNNs cut at a spatial feature grid, with offline weights."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from captioner.errors import WeightsError
+
+SHARED_WEIGHTS_HINT = "../shared/weights/"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """How to build one keras.applications CNN as an attention encoder."""
+
+    name: str
+    constructor: Callable[..., keras.Model]
+    preprocess: Callable
+    image_size: int
+    weights_file: str  # the no-top file Keras caches in $KERAS_HOME/models/
+    feature_layer: str | None = None  # layer whose output is the grid; None: the model output
+
+
+BACKBONES: dict[str, Backbone] = {
+    b.name: b
+    for b in (
+        Backbone("mobilenet_v2", keras.applications.MobileNetV2,
+                 keras.applications.mobilenet_v2.preprocess_input, 224,
+                 "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+        Backbone("vgg16", keras.applications.VGG16, keras.applications.vgg16.preprocess_input, 224,
+                 "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                 feature_layer="block5_conv3"),  # 14x14x512 before the last pooling, as in the paper
+        Backbone("resnet50", keras.applications.ResNet50, keras.applications.resnet.preprocess_input,
+                 224, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        Backbone("efficientnet_b0", keras.applications.EfficientNetB0,
+                 keras.applications.efficientnet.preprocess_input, 224, "efficientnetb0_notop.h5"),
+        Backbone("inception_v3", keras.applications.InceptionV3,
+                 keras.applications.inception_v3.preprocess_input, 299,
+                 "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    )
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise WeightsError(f"unknown encoder {name!r}; choose one of {', '.join(BACKBONES)}.") from None
+
+
+def keras_models_dir() -> Path:
+    """Where Keras looks for (and downloads) application weights: $KERAS_HOME/models."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def resolve_weights(backbone: Backbone, weights: str | os.PathLike | None) -> str | None:
+    """Explicit file path → Keras cache ($KERAS_HOME/models) → 'imagenet' (Keras downloads)."""
+    if weights is None or weights == "none":
+        return None
+    if weights != "imagenet":
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"encoder weights file {path} not found; check the path.")
+        return str(path)
+    cached = keras_models_dir() / backbone.weights_file
+    return str(cached) if cached.is_file() else "imagenet"
+
+
+def _offline_message(backbone: Backbone, error: Exception) -> str:
+    return (
+        f"cannot get ImageNet weights for encoder '{backbone.name}': {backbone.weights_file} is not in "
+        f"{keras_models_dir()} and downloading it failed ({str(error).splitlines()[0][:160]}). "
+        f"Copy the file there (e.g. from {SHARED_WEIGHTS_HINT}), set KERAS_HOME to the folder above "
+        f"models/, or pass the file with --encoder-weights."
+    )
+
+
+class ImageEncoder:
+    """A pretrained CNN turning (batch, H, W, 3) uint8 images into (batch, cells, channels) grids."""
+
+    def __init__(self, name: str = "mobilenet_v2", weights: str | os.PathLike | None = "imagenet"):
+        self.backbone = get_backbone(name)
+        self.name = name
+        resolved = resolve_weights(self.backbone, weights)
+        size = self.backbone.image_size
+        try:
+            model = self.backbone.constructor(include_top=False, weights=resolved,
+                                              input_shape=(size, size, 3))
+        except Exception as error:  # Keras raises a bare Exception when the download fails
+            if resolved == "imagenet":
+                raise WeightsError(_offline_message(self.backbone, error)) from None
+            raise WeightsError(f"cannot load encoder weights {resolved}: {error}") from None
+        if self.backbone.feature_layer:
+            model = keras.Model(model.input, model.get_layer(self.backbone.feature_layer).output)
+        self.model = model
+        height, width, channels = model.output.shape[1:]
+        self.grid_shape = (int(height), int(width))  # e.g. (7, 7) for MobileNetV2 at 224
+        self.feature_shape = (int(height * width), int(channels))  # e.g. (49, 1280)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.backbone.image_size, self.backbone.image_size)
+
+    @tf.function(reduce_retracing=True)
+    def _encode(self, images: tf.Tensor) -> tf.Tensor:
+        x = self.backbone.preprocess(tf.cast(images, tf.float32))  # (batch, 224, 224, 3)
+        grid = self.model(x, training=False)  # (batch, 7, 7, 1280)
+        return tf.reshape(grid, (tf.shape(grid)[0], -1, grid.shape[-1]))  # (batch, 49, 1280)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Encode a batch of uint8 images already resized to `image_size`."""
+        return self._encode(tf.convert_to_tensor(images, tf.uint8)).numpy()
