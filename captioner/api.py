@@ -1,0 +1,67 @@
+"""The public object: a trained captioner that turns image files into captions."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+from captioner.artifacts import ModelInfo, get_decoder, load_model
+from captioner.decode import Caption, CaptionGenerator
+from captioner.encoders import ImageEncoder
+from captioner.errors import ArtifactError
+from captioner.images import ImageSource, load_array
+from captioner.vocab import Vocabulary
+
+
+class Captioner:
+    """Encoder + decoder + vocabulary. The CNN is built on first use (it may need weights)."""
+
+    def __init__(self, model: keras.Model, vocab: Vocabulary, info: ModelInfo,
+                 encoder_weights: str | os.PathLike | None = "imagenet"):
+        self.model = model
+        self.vocab = vocab
+        self.info = info
+        self.decoder = get_decoder(model)
+        self.generator = CaptionGenerator(self.decoder, vocab)
+        self._encoder_weights = encoder_weights
+        self._encoder: ImageEncoder | None = None
+
+    @property
+    def encoder(self) -> ImageEncoder:
+        if self._encoder is None:
+            encoder = ImageEncoder(self.info.encoder, self._encoder_weights)
+            expected = tuple(self.model.inputs[0].shape[1:])
+            if encoder.feature_shape != expected:
+                raise ArtifactError(f"encoder {self.info.encoder} gives {encoder.feature_shape} "
+                                    f"features but the model expects {expected}.")
+            self._encoder = encoder
+        return self._encoder
+
+    def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
+        """Feature grids for a batch of images: (n, cells, channels)."""
+        size = self.encoder.image_size
+        return self.encoder(np.stack([load_array(image, size) for image in images]))
+
+    def caption_features(self, features: np.ndarray) -> list[Caption]:
+        return self.generator.greedy(features)
+
+    def caption_many(self, images: Sequence[ImageSource], batch_size: int = 32) -> list[Caption]:
+        """Captions for many images, encoded and decoded in batches."""
+        captions: list[Caption] = []
+        for start in range(0, len(images), batch_size):
+            captions.extend(self.caption_features(self.encode(images[start:start + batch_size])))
+        return captions
+
+    def caption(self, image: ImageSource) -> Caption:
+        """Caption one image (path, bytes, file object or PIL image); str() gives the text."""
+        return self.caption_many([image])[0]
+
+
+def load(model_path: str | os.PathLike = "mymodel.h5", vocab_path: str | os.PathLike = "tokenizer.pkl",
+         encoder_weights: str | os.PathLike | None = "imagenet") -> Captioner:
+    """Load a saved model and vocabulary: `captioner.load().caption("photo.jpg")`."""
+    model, vocab, info = load_model(model_path, vocab_path)
+    return Captioner(model, vocab, info, encoder_weights)

@@ -1,0 +1,119 @@
+"""Saving and loading a trained model: `mymodel.h5` (Keras HDF5) + `tokenizer.pkl` (plain data).
+
+The .h5 file holds the decoder and, as a JSON attribute, which encoder and image size it was
+trained on and the fingerprint of its vocabulary. `tokenizer.pkl` holds only dicts, lists,
+strings and numbers, and is read with an unpickler that refuses every class and function, so a
+tampered file cannot run code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import keras
+
+from captioner.errors import ArtifactError
+from captioner.model import AttentionDecoder
+from captioner.vocab import Vocabulary
+
+METADATA_ATTR = "captioner_metadata"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a saved model needs besides its weights to caption a raw image."""
+
+    encoder: str
+    image_size: int
+    vocab_size: int
+    vocab_fingerprint: str
+    lang: str = "en"
+    extra: dict | None = None  # free-form facts: dev scores, training recipe…
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickler for plain data only: any class or function reference is an error."""
+
+    def find_class(self, module: str, name: str):
+        hint = (" It looks like a pickled Keras Tokenizer from an older tool; retrain, or rebuild "
+                "the vocabulary with this version." if module.startswith(("keras", "tensorflow")) else "")
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}.{hint}")
+
+
+def save_vocabulary(vocab: Vocabulary, path: str | os.PathLike) -> None:
+    Path(path).write_bytes(pickle.dumps(vocab.to_dict(), protocol=4))
+
+
+def load_vocabulary(path: str | os.PathLike) -> Vocabulary:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: vocabulary file not found; pass --tokenizer with the "
+                            f"tokenizer.pkl saved beside the model.")
+    try:
+        data = SafeUnpickler(io.BytesIO(path.read_bytes())).load()
+    except pickle.UnpicklingError as error:
+        raise ArtifactError(f"{path}: unsafe or invalid vocabulary file ({error})") from None
+    except (EOFError, ValueError, TypeError, IndexError, KeyError) as error:
+        raise ArtifactError(f"{path}: not a readable tokenizer.pkl ({error}).") from None
+    return Vocabulary.from_dict(data)
+
+
+def save_model(model: keras.Model, vocab: Vocabulary, info: ModelInfo, model_path: str | os.PathLike,
+               vocab_path: str | os.PathLike) -> None:
+    """Write the decoder (HDF5, with metadata) and its vocabulary side by side."""
+    model_path = Path(model_path)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # HDF5 is the format users of this project expect; skip Keras's nudge
+    try:
+        model.save(model_path, include_optimizer=False)
+    finally:
+        absl.setLevel(level)
+    with h5py.File(model_path, "a") as f:
+        f.attrs[METADATA_ATTR] = json.dumps(info.__dict__)
+    save_vocabulary(vocab, vocab_path)
+
+
+def read_model_info(model_path: str | os.PathLike) -> ModelInfo:
+    path = Path(model_path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: model file not found; train one with `captioner train` or "
+                            f"pass --model with the path to mymodel.h5.")
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get(METADATA_ATTR)
+    except OSError as error:
+        raise ArtifactError(f"{path}: not a readable HDF5 model file ({error}).") from None
+    if raw is None:
+        raise ArtifactError(f"{path}: not a captioner model (no {METADATA_ATTR}); "
+                            f"it may come from another tool; retrain with `captioner train`.")
+    return ModelInfo(**json.loads(raw))
+
+
+def load_model(model_path: str | os.PathLike, vocab_path: str | os.PathLike,
+               ) -> tuple[keras.Model, Vocabulary, ModelInfo]:
+    """Load a model and its vocabulary, checking that they belong together."""
+    info = read_model_info(model_path)
+    vocab = load_vocabulary(vocab_path)
+    if info.vocab_fingerprint != vocab.fingerprint or info.vocab_size != len(vocab):
+        raise ArtifactError(
+            f"{vocab_path} does not belong to {model_path}: the model was trained with a "
+            f"{info.vocab_size}-word vocabulary ({info.vocab_fingerprint}), the file has "
+            f"{len(vocab)} words ({vocab.fingerprint}). Use the tokenizer.pkl saved with the model.")
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ArtifactError(f"{model_path}: cannot load the model ({error}).") from None
+    return model, vocab, info
+
+
+def get_decoder(model: keras.Model) -> AttentionDecoder:
+    return model.get_layer("decoder")
