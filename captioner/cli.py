@@ -1,0 +1,196 @@
+"""The `captioner` command: extract, train, caption, evaluate. A thin layer over the library."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import typing
+from pathlib import Path
+
+from captioner.errors import CaptionerError
+
+DEFAULT_MODEL, DEFAULT_TOKENIZER = "mymodel.h5", "tokenizer.pkl"
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="trained model file (default: %(default)s)")
+    parser.add_argument("--tokenizer", default=DEFAULT_TOKENIZER,
+                        help="vocabulary saved with the model (default: %(default)s)")
+    parser.add_argument("--encoder-weights", default="imagenet",
+                        help="ImageNet weights .h5 for the encoder; default: Keras cache, then download")
+
+
+def _add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--data", required=required,
+                        help="dataset folder or captions file (Kaggle/Flickr8k/Karpathy/COCO/CSV)")
+    parser.add_argument("--images", help="folder with the image files, if not found beside the captions")
+    parser.add_argument("--lang", help="caption language: picks captions_<lang>.txt in a Kaggle-style folder")
+    parser.add_argument("--limit", type=int, help="use at most this many images per split (quick runs)")
+
+
+def _config_field_type(field: dataclasses.Field) -> type:
+    hint = typing.get_type_hints(_train_config())[field.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _train_config():
+    from captioner.config import TrainConfig
+
+    return TrainConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="captioner", description="Show, Attend and Tell image captioning: train, caption and evaluate.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    extract = commands.add_parser("extract", help="cache encoder features for a dataset",
+                                  description="Encode every train/dev/test image once and cache the "
+                                              "feature grids on disk (resumable).")
+    _add_data_args(extract)
+    extract.add_argument("--encoder", default="mobilenet_v2", help="backbone (default: %(default)s)")
+    extract.add_argument("--encoder-weights", default="imagenet", help="weights file or 'imagenet'")
+    extract.add_argument("--cache-dir", default="cache/features", help="feature cache (default: %(default)s)")
+    extract.add_argument("--batch-size", type=int, default=32)
+
+    train = commands.add_parser("train", help="train a model on a dataset",
+                                description="Train the attention decoder on cached features, pick the "
+                                            "best epoch on the dev split and save mymodel.h5 + "
+                                            "tokenizer.pkl in --output.")
+    _add_data_args(train, required=False)
+    train.add_argument("--config", help="YAML/JSON training recipe (e.g. configs/flickr8k.yaml)")
+    for field in dataclasses.fields(_train_config()):
+        if field.name not in ("data", "images", "lang", "limit"):
+            train.add_argument(f"--{field.name.replace('_', '-')}", type=_config_field_type(field),
+                               help=f"default: {field.default}")
+
+    caption = commands.add_parser("caption", help="caption image files, folders or globs",
+                                  description="Print a caption for each image.")
+    caption.add_argument("images", nargs="+", help="image files, folders or glob patterns")
+    _add_model_args(caption)
+    caption.add_argument("--json", action="store_true", help="print JSON lines with scores")
+
+    evaluate = commands.add_parser("evaluate", help="COCO caption metrics on a dataset split",
+                                   description="Caption a split and score it with BLEU-1..4, METEOR, "
+                                               "ROUGE-L and CIDEr (pycocoevalcap).")
+    _add_data_args(evaluate, required=False)
+    _add_model_args(evaluate)
+    evaluate.add_argument("--split", default="dev", choices=("train", "dev", "test"))
+    evaluate.add_argument("--cache-dir", default="cache/features")
+    evaluate.add_argument("--output", help="write the scores as JSON here")
+    evaluate.add_argument("--fast", action="store_true", help="skip Java (PTB tokenizer, METEOR)")
+    return parser
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from captioner.data import load_dataset
+    from captioner.encoders import ImageEncoder
+    from captioner.features import FeatureCache
+
+    dataset = load_dataset(args.data, args.images, args.lang).limit(args.limit)
+    print(dataset.summary())
+    encoder = ImageEncoder(args.encoder, args.encoder_weights)
+    cache = FeatureCache(args.cache_dir, args.encoder, encoder.backbone.image_size)
+    names = [n for split in ("train", "dev", "test") for n in dataset.split(split)]
+    failures = cache.extract([dataset.path(n) for n in names], encoder, args.batch_size)
+    for failure in failures:
+        print(f"skipped {failure.reason}", file=sys.stderr)
+    print(f"{len(names) - len(failures)} images cached in {cache.dir}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from captioner.config import TrainConfig
+    from captioner.train import train
+
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
+    if args.config:
+        config = TrainConfig.from_file(args.config, **overrides)
+    elif args.data:
+        config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    else:
+        raise CaptionerError("give --data (a dataset) or --config (a training recipe).")
+    result = train(config)
+    print(f"caption with: captioner caption --model {result.model_path} --tokenizer {result.vocab_path} IMAGE")
+
+
+def cmd_caption(args: argparse.Namespace) -> None:
+    import captioner
+    from captioner.images import find_images
+
+    paths = find_images(args.images)
+    model = captioner.load(args.model, args.tokenizer, args.encoder_weights)
+    failed = 0
+    for path in paths:
+        try:
+            caption = model.caption(path)
+        except CaptionerError as error:
+            failed += 1
+            print(f"error: {error}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps({"image": str(path), "caption": caption.text,
+                              "confidence": round(caption.confidence, 4)}, ensure_ascii=False))
+        else:
+            print(f"{path}\t{caption.text}" if len(paths) > 1 else caption.text)
+    if failed:
+        raise CaptionerError(f"{failed} of {len(paths)} images could not be captioned (see above).")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import captioner
+    from captioner.data import load_dataset
+    from captioner.evaluate import evaluate_model, format_table
+
+    model = captioner.load(args.model, args.tokenizer, args.encoder_weights)
+    trained_on = (model.info.extra or {}).get("config", {})
+    data = args.data or trained_on.get("data")
+    if not data or not Path(data).exists():
+        raise CaptionerError("no dataset to evaluate on: pass --data (the model does not record "
+                             "a training dataset that exists here).")
+    lang = args.lang or trained_on.get("lang")
+    dataset = load_dataset(data, args.images or trained_on.get("images"), lang).limit(args.limit)
+    scores, _ = evaluate_model(model, dataset, args.split, args.cache_dir, fast=args.fast)
+    print(format_table({f"{args.split} greedy": scores}))
+    if args.output:
+        Path(args.output).write_text(json.dumps({f"{args.split} greedy": scores}, indent=2))
+
+
+COMMANDS = {"extract": cmd_extract, "train": cmd_train, "caption": cmd_caption, "evaluate": cmd_evaluate}
+
+
+def _silence_native_logs() -> None:
+    """Send TensorFlow's C++ log lines (fd 2) to /dev/null; Python's stderr keeps the terminal.
+
+    Set CAPTIONER_DEBUG=1 to see them.
+    """
+    if os.environ.get("CAPTIONER_DEBUG"):
+        return
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if argv is None:  # a real command-line run, not a call from Python
+        _silence_native_logs()
+    try:
+        COMMANDS[args.command](args)
+    except CaptionerError as error:
+        print(f"captioner: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("captioner: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

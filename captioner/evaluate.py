@@ -1,0 +1,120 @@
+"""Caption metrics: the COCO caption evaluation (BLEU-1..4, METEOR, ROUGE-L, CIDEr) via pycocoevalcap.
+
+English text is tokenized with the official PTB tokenizer (Java), as in the COCO server. Other
+languages use the project's Unicode tokenizer (characters for Chinese), and METEOR, whose
+paraphrase tables are English in pycocoevalcap, is reported for English only. SPICE needs
+Stanford models downloaded at run time, so it is not offered offline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
+from tqdm.auto import tqdm
+
+from captioner.api import Captioner
+from captioner.data import CaptionDataset
+from captioner.decode import Caption
+from captioner.errors import CaptionerError
+from captioner.features import FeatureCache
+from captioner.vocab import tokenize
+
+METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+
+
+def _require_java() -> None:
+    if shutil.which("java") is None:
+        raise CaptionerError("METEOR and the PTB tokenizer need Java; install it, e.g. "
+                             "`apt-get install default-jre-headless`, or pass --fast-metrics.")
+
+
+def _ptb_tokenize(texts: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    _require_java()
+    return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in texts.items()})
+
+
+def _unicode_tokenize(texts: Mapping[str, Sequence[str]], tokenization: str) -> dict[str, list[str]]:
+    return {k: [" ".join(tokenize(c, tokenization)) for c in v] for k, v in texts.items()}
+
+
+def score_captions(references: Mapping[str, Sequence[str]], hypotheses: Mapping[str, str],
+                   lang: str = "en", tokenization: str = "words", meteor: bool = True,
+                   ptb: bool = True) -> dict[str, float]:
+    """Corpus-level caption metrics for {image: [reference captions]} and {image: hypothesis}.
+
+    `ptb=False` skips the Java PTB tokenizer (our Unicode tokenizer instead) and `meteor=False`
+    skips METEOR: both are for quick, Java-free scores such as per-epoch model selection.
+    """
+    keys = [k for k in hypotheses if k in references]
+    if not keys:
+        raise CaptionerError("no captions to score: hypotheses and references share no images.")
+    refs = {k: list(references[k]) for k in keys}
+    hyps = {k: [hypotheses[k]] for k in keys}
+    english = lang == "en"
+    if english and ptb:
+        refs, hyps = _ptb_tokenize(refs), _ptb_tokenize(hyps)
+    else:
+        refs, hyps = _unicode_tokenize(refs, tokenization), _unicode_tokenize(hyps, tokenization)
+    # An empty hypothesis would crash the scorers; score it as a single unknown word.
+    hyps = {k: [v[0] or "<empty>"] for k, v in hyps.items()}
+    scores: dict[str, float] = {}
+    bleu, _ = Bleu(4).compute_score(refs, hyps, verbose=0)
+    scores.update({f"BLEU-{n}": float(b) for n, b in enumerate(bleu, start=1)})
+    if meteor and english:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        _require_java()
+        scores["METEOR"] = float(Meteor().compute_score(refs, hyps)[0])
+    scores["ROUGE-L"] = float(Rouge().compute_score(refs, hyps)[0])
+    scores["CIDEr"] = float(Cider().compute_score(refs, hyps)[0])
+    return scores
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
+    """A plain-text table: one row per decoding setting, one column per metric."""
+    columns = [m for m in METRICS if any(m in r for r in rows.values())]
+    width = max([len(name) for name in rows] + [8])
+    lines = ["".ljust(width) + "".join(c.rjust(9) for c in columns)]
+    for name, row in rows.items():
+        lines.append(name.ljust(width) + "".join(
+            (f"{row[c]:.4f}" if c in row else "-").rjust(9) for c in columns))
+    return "\n".join(lines)
+
+
+def caption_split(captioner: Captioner, dataset: CaptionDataset, split: str,
+                  cache_dir: str | os.PathLike = "cache/features", batch_size: int = 100,
+                  ) -> dict[str, Caption]:
+    """Caption every image of a split, reusing (and filling) the feature cache."""
+    names = dataset.split(split)
+    if not names:
+        raise CaptionerError(f"{dataset.source}: the {split} split is empty.")
+    cache = FeatureCache(cache_dir, captioner.info.encoder, captioner.info.image_size)
+    failures = cache.extract([dataset.path(n) for n in names], captioner.encoder)
+    bad = {str(f.path) for f in failures}
+    names = [n for n in names if str(dataset.path(n)) not in bad]
+    captions: dict[str, Caption] = {}
+    for start in tqdm(range(0, len(names), batch_size), desc=f"Captioning {split}", unit="batch"):
+        batch = names[start:start + batch_size]
+        features = cache.load([dataset.path(n) for n in batch]).astype(np.float32)
+        captions.update(zip(batch, captioner.caption_features(features), strict=True))
+    return captions
+
+
+def evaluate_model(captioner: Captioner, dataset: CaptionDataset, split: str = "dev",
+                   cache_dir: str | os.PathLike = "cache/features", fast: bool = False,
+                   ) -> tuple[dict[str, float], dict[str, Caption]]:
+    """COCO metrics of a model's captions on a split, and the captions themselves."""
+    captions = caption_split(captioner, dataset, split, cache_dir)
+    vocab = captioner.vocab
+    scores = score_captions({n: dataset.captions[n] for n in captions},
+                            {n: c.text for n, c in captions.items()}, lang=vocab.lang,
+                            tokenization=vocab.tokenization, meteor=not fast, ptb=not fast)
+    return scores, captions
