@@ -1,0 +1,109 @@
+"""Shared fixtures: paths to ../shared, synthetic shape images, and a model trained on them."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("CAPTIONER_SHARED", ROOT.parent / "shared"))
+FLICKR8K = SHARED / "data" / "flickr8k"
+MOBILENET_V2_WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (240, 220, 20)}
+BACKGROUNDS = {"white": (250, 250, 250), "black": (10, 10, 10), "grey": (128, 128, 128)}
+SHAPES = ("circle", "square", "triangle")
+
+
+@pytest.fixture(scope="session")
+def mobilenet_weights() -> Path:
+    if not MOBILENET_V2_WEIGHTS.is_file():
+        pytest.skip(f"needs {MOBILENET_V2_WEIGHTS} (the shared MobileNetV2 weights)")
+    return MOBILENET_V2_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def flickr8k() -> Path:
+    if not (FLICKR8K / "captions.txt").is_file():
+        pytest.skip(f"needs the Flickr8k data in {FLICKR8K}")
+    return FLICKR8K
+
+
+def draw_shape(shape: str, colour: str, background: str, rng: random.Random, size: int = 224) -> Image.Image:
+    """One synthetic photo: a coloured shape at a random place and size on a plain background."""
+    image = Image.new("RGB", (size, size), BACKGROUNDS[background])
+    draw = ImageDraw.Draw(image)
+    extent = rng.randint(size // 3, size // 2)
+    x, y = rng.randint(10, size - extent - 10), rng.randint(10, size - extent - 10)
+    box = (x, y, x + extent, y + extent)
+    fill = COLOURS[colour]
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([(x + extent // 2, y), (x, y + extent), (x + extent, y + extent)], fill=fill)
+    return image
+
+
+def shape_caption(shape: str, colour: str, background: str) -> str:
+    return f"a {colour} {shape} on a {background} background"
+
+
+def make_shapes_dataset(folder: Path, per_combination: int, seed: int,
+                        caption_fn=shape_caption) -> dict[str, str]:
+    """Write images of every colour/shape/background combination and a CSV with a split column.
+
+    Returns {image file: caption} for the held-out test images.
+    """
+    rng = random.Random(seed)
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rows, held_out = [], {}
+    n = 0
+    for colour in COLOURS:
+        for shape in SHAPES:
+            for background in BACKGROUNDS:
+                for k in range(per_combination):
+                    name = f"{n:04d}.png"
+                    n += 1
+                    draw_shape(shape, colour, background, rng).save(images / name)
+                    caption = caption_fn(shape, colour, background)
+                    split = "test" if k == 0 else "dev" if k == 1 else "train"
+                    rows.append((name, caption, split))
+                    if split == "test":
+                        held_out[name] = caption
+    with (folder / "captions.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "caption", "split"])
+        writer.writerows(rows)
+    return held_out
+
+
+@pytest.fixture(scope="session")
+def shapes_model(tmp_path_factory, mobilenet_weights):
+    """A small captioner really trained on synthetic shapes (the whole pipeline, end to end)."""
+    from captioner.train import TrainConfig, train
+
+    folder = tmp_path_factory.mktemp("shapes")
+    held_out = make_shapes_dataset(folder, per_combination=8, seed=1)
+    config = TrainConfig(
+        data=str(folder / "captions.csv"), output=str(folder / "run"), cache_dir=str(folder / "cache"),
+        encoder_weights=str(mobilenet_weights), min_count=1, max_length=10, embedding_dim=64, units=128,
+        attention_units=64, dropout=0.1, label_smoothing=0.0, batch_size=16, epochs=25,
+        learning_rate=3e-3, lr_schedule="constant", monitor="bleu4", patience=25, seed=0)
+    result = train(config, log=lambda message: None)
+    return {"folder": folder, "result": result, "held_out": held_out, "weights": mobilenet_weights}
+
+
+@pytest.fixture
+def rgb_array() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)

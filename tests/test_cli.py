@@ -1,0 +1,68 @@
+"""The `captioner` command: helpful --help, captions on stdout, one clear line per error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from captioner.cli import main
+
+COMMANDS = ("extract", "train", "caption", "evaluate")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert f"captioner {command}" in out and "--" in out
+
+
+def test_console_script_reports_missing_model_in_one_line(tmp_path):
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    run = subprocess.run([sys.executable, "-m", "captioner", "caption", str(image), "--model",
+                          str(tmp_path / "mymodel.h5")], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if line.startswith("captioner:")]
+    assert errors == [f"captioner: error: {tmp_path / 'mymodel.h5'}: model file not found; train one with "
+                      f"`captioner train` or pass --model with the path to mymodel.h5."]
+    assert "Traceback" not in run.stderr
+
+
+def test_caption_prints_captions_and_reports_bad_files(shapes_model, tmp_path, capsys):
+    result = shapes_model["result"]
+    image = shapes_model["folder"] / "images" / sorted(shapes_model["held_out"])[0]
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not a picture")
+    code = main(["caption", str(image), str(bad), "--model", str(result.model_path),
+                 "--tokenizer", str(result.vocab_path), "--encoder-weights", str(shapes_model["weights"]),
+                 "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    line = json.loads(out.strip())
+    assert line["caption"] == shapes_model["held_out"][image.name] and 0 < line["confidence"] <= 1
+    assert "bad.jpg: not an image" in err and "1 of 2 images could not be captioned" in err
+
+
+def test_evaluate_prints_metrics_and_writes_json(shapes_model, tmp_path, capsys):
+    result = shapes_model["result"]
+    out_file = tmp_path / "scores.json"
+    code = main(["evaluate", "--data", str(shapes_model["folder"] / "captions.csv"), "--split", "test",
+                 "--model", str(result.model_path), "--tokenizer", str(result.vocab_path),
+                 "--encoder-weights", str(shapes_model["weights"]), "--cache-dir", str(tmp_path / "cache"),
+                 "--fast", "--output", str(out_file)])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "BLEU-4" in table and "CIDEr" in table and "test greedy" in table
+    scores = json.loads(out_file.read_text())["test greedy"]
+    assert scores["BLEU-4"] > 0.8
+
+
+def test_train_without_data_is_a_clear_error(capsys):
+    assert main(["train"]) == 1
+    assert "give --data" in capsys.readouterr().err

@@ -1,0 +1,39 @@
+"""The whole pipeline really learns: synthetic shapes in, correct captions for unseen images out."""
+
+from __future__ import annotations
+
+import captioner
+from captioner.artifacts import read_model_info
+
+
+def test_trained_model_captions_held_out_shapes(shapes_model):
+    result = shapes_model["result"]
+    model = captioner.load(result.model_path, result.vocab_path, encoder_weights=shapes_model["weights"])
+    images = sorted(shapes_model["held_out"])
+    captions = model.caption_many([shapes_model["folder"] / "images" / name for name in images])
+    exact = sum(c.text == shapes_model["held_out"][name] for name, c in zip(images, captions, strict=True))
+    wrong = [(name, c.text) for name, c in zip(images, captions, strict=True)
+             if c.text != shapes_model["held_out"][name]]
+    assert exact / len(images) >= 0.9, f"only {exact}/{len(images)} exact; wrong: {wrong[:5]}"
+
+
+def test_training_records_history_and_metadata(shapes_model):
+    result = shapes_model["result"]
+    assert len(result.history["loss"]) >= 2
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    assert (result.model_path.parent / "history.csv").is_file()
+    assert (result.model_path.parent / "history.png").stat().st_size > 1000
+    info = read_model_info(result.model_path)
+    assert info.encoder == "mobilenet_v2" and info.image_size == 224
+    assert info.extra["dev_greedy"]["BLEU-4"] > 0.8
+
+
+def test_caption_has_attention_and_confidence(shapes_model):
+    result = shapes_model["result"]
+    model = captioner.load(result.model_path, result.vocab_path, encoder_weights=shapes_model["weights"])
+    name = sorted(shapes_model["held_out"])[0]
+    caption = model.caption(shapes_model["folder"] / "images" / name)
+    assert str(caption) == caption.text
+    assert caption.attention.shape == (len(caption.words), 49)
+    assert abs(caption.attention.sum(axis=1) - 1).max() < 1e-4
+    assert 0.5 < caption.confidence <= 1.0

@@ -1,0 +1,129 @@
+"""The attention decoder, its serialisation and the safe model/vocabulary files."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from captioner.artifacts import ModelInfo, get_decoder, load_model, load_vocabulary, save_model, save_vocabulary
+from captioner.decode import CaptionGenerator
+from captioner.errors import ArtifactError
+from captioner.model import AttentionDecoder, SoftAttention, build_caption_model
+from captioner.vocab import Vocabulary
+
+VOCAB = Vocabulary.build(["a red circle", "a blue square on grey", "two dogs"], min_count=1, max_length=6)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_caption_model(len(VOCAB), (9, 16), embedding_dim=8, units=12, attention_units=6)
+
+
+def _inputs(batch=3, steps=5, seed=0):
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(batch, 9, 16)).astype("float32")
+    tokens = rng.integers(1, len(VOCAB), size=(batch, steps)).astype("int32")
+    return features, tokens
+
+
+def test_shapes_and_attention_is_a_distribution(model):
+    features, tokens = _inputs()
+    logits, alpha = model([features, tokens], training=False)
+    assert logits.shape == (3, 5, len(VOCAB)) and alpha.shape == (3, 5, 9)
+    np.testing.assert_allclose(np.sum(alpha, axis=-1), 1.0, rtol=1e-5)
+
+
+def test_incremental_steps_match_teacher_forcing(model):
+    """Decoding word by word with carried state gives exactly the full-sequence logits."""
+    features, tokens = _inputs()
+    full_logits, full_alpha = model([features, tokens], training=False)
+    decoder = get_decoder(model)
+    keys = decoder.attention.project_keys(features)
+    state = decoder.initial_state(features)
+    for t in range(tokens.shape[1]):
+        logits, alpha, state = decoder.step(tokens[:, t], state, features, keys)
+        np.testing.assert_allclose(logits, full_logits[:, t], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(alpha, full_alpha[:, t], rtol=1e-4, atol=1e-6)
+
+
+def test_dropout_only_in_training(model):
+    features, tokens = _inputs()
+    a, _ = model([features, tokens], training=False)
+    b, _ = model([features, tokens], training=False)
+    c, _ = model([features, tokens], training=True)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_layers_serialise_through_get_config():
+    decoder = AttentionDecoder(50, embedding_dim=4, units=6, attention_units=3, dropout=0.2, name="d")
+    clone = AttentionDecoder.from_config(decoder.get_config())
+    assert (clone.vocab_size, clone.units, clone.attention_units, clone.dropout_rate) == (50, 6, 3, 0.2)
+    assert SoftAttention.from_config(SoftAttention(7).get_config()).units == 7
+
+
+def test_greedy_decoding_returns_consistent_captions(model):
+    features, _ = _inputs(batch=4)
+    captions = CaptionGenerator(get_decoder(model), VOCAB, max_length=7).greedy(features)
+    assert len(captions) == 4
+    for caption in captions:
+        assert caption.text == " ".join(caption.words)
+        assert len(caption.words) <= 7 and caption.attention.shape == (len(caption.words), 9)
+        assert caption.log_prob <= 0 and 0 <= caption.confidence <= 1
+
+
+def test_h5_round_trip_preserves_outputs(model, tmp_path):
+    info = ModelInfo("mobilenet_v2", 224, len(VOCAB), VOCAB.fingerprint)
+    save_model(model, VOCAB, info, tmp_path / "mymodel.h5", tmp_path / "tokenizer.pkl")
+    loaded, vocab, loaded_info = load_model(tmp_path / "mymodel.h5", tmp_path / "tokenizer.pkl")
+    features, tokens = _inputs()
+    np.testing.assert_allclose(loaded([features, tokens])[0], model([features, tokens])[0], rtol=1e-5)
+    assert vocab == VOCAB and loaded_info == info
+
+
+def test_mismatched_vocabulary_is_detected(model, tmp_path):
+    info = ModelInfo("mobilenet_v2", 224, len(VOCAB), VOCAB.fingerprint)
+    save_model(model, VOCAB, info, tmp_path / "mymodel.h5", tmp_path / "tokenizer.pkl")
+    other = Vocabulary.build(["completely different words here"], min_count=1)
+    save_vocabulary(other, tmp_path / "other.pkl")
+    with pytest.raises(ArtifactError, match="does not belong"):
+        load_model(tmp_path / "mymodel.h5", tmp_path / "other.pkl")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "tokenizer.pkl"
+    path.write_bytes(pickle.dumps({"format": "captioner-vocabulary", "tokens": _Exploit(marker)}))
+    with pytest.raises(ArtifactError, match=r"refusing to load (posix|os)\.system"):
+        load_vocabulary(path)
+    assert not marker.exists()
+
+
+def test_old_keras_tokenizer_pickle_gets_a_hint(tmp_path):
+    path = tmp_path / "tokenizer.pkl"
+    # A pickled keras Tokenizer object: GLOBAL keras…Tokenizer, then NEWOBJ with no arguments.
+    path.write_bytes(b"\x80\x02ckeras.src.legacy.preprocessing.text\nTokenizer\n)\x81.")
+    with pytest.raises(ArtifactError, match="older tool"):
+        load_vocabulary(path)
+
+
+def test_missing_or_foreign_files(tmp_path):
+    with pytest.raises(ArtifactError, match="model file not found"):
+        load_model(tmp_path / "none.h5", tmp_path / "none.pkl")
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ArtifactError, match="not a readable HDF5"):
+        load_model(tmp_path / "junk.h5", tmp_path / "none.pkl")
+    (tmp_path / "junk.pkl").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(ArtifactError, match=r"tokenizer\.pkl|vocabulary"):
+        load_vocabulary(tmp_path / "junk.pkl")
