@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from captioner.artifacts import ModelInfo, get_decoder, load_model
-from captioner.decode import Caption, CaptionGenerator
+from captioner.decode import GREEDY, Caption, CaptionGenerator, DecodeOptions
 from captioner.encoders import ImageEncoder
 from captioner.errors import ArtifactError
 from captioner.images import ImageSource, load_array
@@ -45,19 +45,23 @@ class Captioner:
         size = self.encoder.image_size
         return self.encoder(np.stack([load_array(image, size) for image in images]))
 
-    def caption_features(self, features: np.ndarray) -> list[Caption]:
-        return self.generator.greedy(features)
+    def caption_features(self, features: np.ndarray, options: DecodeOptions = GREEDY) -> list[Caption]:
+        return self.generator.generate(features, options)
 
-    def caption_many(self, images: Sequence[ImageSource], batch_size: int = 32) -> list[Caption]:
+    def caption_many(self, images: Sequence[ImageSource], options: DecodeOptions = GREEDY,
+                     batch_size: int = 32) -> list[Caption]:
         """Captions for many images, encoded and decoded in batches."""
         captions: list[Caption] = []
         for start in range(0, len(images), batch_size):
-            captions.extend(self.caption_features(self.encode(images[start:start + batch_size])))
+            captions.extend(self.caption_features(self.encode(images[start:start + batch_size]), options))
         return captions
 
-    def caption(self, image: ImageSource) -> Caption:
-        """Caption one image (path, bytes, file object or PIL image); str() gives the text."""
-        return self.caption_many([image])[0]
+    def caption(self, image: ImageSource, options: DecodeOptions = GREEDY) -> Caption:
+        """Caption one image (path, bytes, file object or PIL image); str() gives the text.
+
+        `options` picks the search, e.g. DecodeOptions(beam_size=3, n_best=5).
+        """
+        return self.caption_many([image], options)[0]
 
 
 def load(model_path: str | os.PathLike = "mymodel.h5", vocab_path: str | os.PathLike = "tokenizer.pkl",
