@@ -40,6 +40,11 @@ class Captioner:
             self._encoder = encoder
         return self._encoder
 
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Rows and columns of the feature grid the attention weights refer to, e.g. (7, 7)."""
+        return self.encoder.grid_shape
+
     def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
         """Feature grids for a batch of images: (n, cells, channels)."""
         size = self.encoder.image_size

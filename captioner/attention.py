@@ -1,0 +1,55 @@
+"""Attention maps: where the decoder looked for each word, drawn over the image."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from captioner.decode import Caption
+
+
+def heatmap(weights: np.ndarray, grid_shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """One word's weights over the grid (cells,), smoothly upsampled to `size` (w, h), scaled 0..1."""
+    grid = np.asarray(weights, np.float32).reshape(grid_shape)  # (7, 7)
+    grid = grid / max(float(grid.max()), 1e-12)
+    upsampled = Image.fromarray((grid * 255).astype(np.uint8), mode="L").resize(size, Image.Resampling.BICUBIC)
+    return np.asarray(upsampled, np.float32) / 255.0  # (h, w)
+
+
+def overlay(image: Image.Image, weights: np.ndarray, grid_shape: tuple[int, int],
+            strength: float = 0.75) -> Image.Image:
+    """The image dimmed where attention is low and lit where it is high, as in Xu et al. (2015)."""
+    rgb = np.asarray(image.convert("RGB"), np.float32)
+    light = heatmap(weights, grid_shape, image.size)[..., None]  # (h, w, 1)
+    shaded = rgb * ((1 - strength) + strength * light)
+    return Image.fromarray(np.clip(shaded, 0, 255).astype(np.uint8))
+
+
+def attention_figure(image: Image.Image, caption: Caption, grid_shape: tuple[int, int], columns: int = 5):
+    """A matplotlib figure: the image, then one panel per word with its attention overlay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("", image)] + [(word, overlay(image, weights, grid_shape))
+                              for word, weights in zip(caption.words, caption.attention, strict=True)]
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (word, picture) in zip(axes.flat, panels, strict=False):
+        ax.imshow(picture)
+        ax.set_title(word or "input", fontsize=12)
+    fig.suptitle(caption.text, fontsize=13)
+    fig.tight_layout()
+    return fig
+
+
+def save_attention_figure(image: Image.Image, caption: Caption, grid_shape: tuple[int, int], path) -> None:
+    """Write attention_figure to a PNG file."""
+    import matplotlib.pyplot as plt
+
+    fig = attention_figure(image, caption, grid_shape)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
