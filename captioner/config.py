@@ -39,6 +39,8 @@ class TrainConfig:
     monitor: str = "cider"  # cider | bleu4 | loss
     patience: int = 3
     init_from: str | None = None  # start from a saved mymodel.h5 (fine-tuning)
+    objective: str = "xent"  # xent (teacher forcing) | scst (self-critical, CIDEr-D reward; needs init_from)
+    scst_samples: int = 5  # captions sampled per image for the self-critical baseline
     seed: int = 0
 
     @classmethod

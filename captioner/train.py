@@ -22,6 +22,7 @@ from captioner.errors import CaptionerError, DataError
 from captioner.evaluate import score_captions
 from captioner.features import FeatureCache
 from captioner.model import build_caption_model
+from captioner.scst import CiderD, SelfCriticalTrainer
 from captioner.vocab import Vocabulary
 
 MONITORS = {"cider": "val_cider", "bleu4": "val_bleu4", "loss": "val_loss"}
@@ -120,6 +121,14 @@ class DevScores(keras.callbacks.Callback):
         print(f" — dev BLEU-4 {scores['BLEU-4']:.4f}, CIDEr {scores['CIDEr']:.4f}")
 
 
+def image_dataset(features: np.ndarray, batch_size: int, seed: int = 0) -> tf.data.Dataset:
+    """Shuffled (features, image index) batches, one row per image (for self-critical training)."""
+    table = tf.constant(features)  # (images, 49, 1280) float16
+    ds = tf.data.Dataset.range(len(features)).shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda index: (tf.cast(tf.gather(table, index), tf.float32), index))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
 def _encode_split(dataset: CaptionDataset, names: list[str], vocab: Vocabulary
                   ) -> tuple[np.ndarray, list[list[int]]]:
     index, sequences = [], []
@@ -155,6 +164,28 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Op
     return keras.optimizers.Adam(rate, clipnorm=config.clipnorm)
 
 
+def _trainer_and_data(config: TrainConfig, caption_model: keras.Model, vocab: Vocabulary,
+                      dataset: CaptionDataset, train_features: np.ndarray, dev_features: np.ndarray):
+    """The fit() wrapper for the configured objective, its train/dev datasets and steps per epoch."""
+    train_names, dev_names = dataset.split("train"), dataset.split("dev")
+    if config.objective == "xent":
+        trainer = CaptionTrainer(caption_model, config.label_smoothing, config.attention_reg)
+        train_ds = caption_dataset(train_features, *_encode_split(dataset, train_names, vocab),
+                                   config.batch_size, shuffle=True, seed=config.seed)
+        dev_ds = caption_dataset(dev_features, *_encode_split(dataset, dev_names, vocab),
+                                 config.batch_size, shuffle=False)
+        captions = sum(len(dataset.captions[n]) for n in train_names)
+        return trainer, train_ds, dev_ds, captions // config.batch_size + 1
+    if config.objective != "scst":
+        raise CaptionerError(f"objective must be 'xent' or 'scst', not {config.objective!r}.")
+    if not config.init_from:
+        raise CaptionerError("self-critical training fine-tunes a trained model: set init_from.")
+    reward = CiderD([[vocab.tokenize(c) for c in dataset.captions[n]] for n in train_names])
+    trainer = SelfCriticalTrainer(caption_model, vocab, reward, config.scst_samples, vocab.max_length + 2)
+    train_ds = image_dataset(train_features, config.batch_size, config.seed)
+    return trainer, train_ds, None, len(train_names) // config.batch_size + 1
+
+
 def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     """Train a captioning model as `config` says and save mymodel.h5 + tokenizer.pkl in its output."""
     if config.monitor not in MONITORS:
@@ -183,13 +214,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             len(vocab), train_features.shape[1:], embedding_dim=config.embedding_dim, units=config.units,
             attention_units=config.attention_units, dropout=config.dropout)
     log(f"vocabulary: {len(vocab)} tokens (min count {config.min_count})")
-    train_ds = caption_dataset(train_features, *_encode_split(dataset, train_names, vocab),
-                               config.batch_size, shuffle=True, seed=config.seed)
-    dev_ds = caption_dataset(dev_features, *_encode_split(dataset, dev_names, vocab),
-                             config.batch_size, shuffle=False)
-    steps_per_epoch = sum(len(dataset.captions[n]) for n in train_names) // config.batch_size + 1
-
-    trainer = CaptionTrainer(caption_model, config.label_smoothing, config.attention_reg)
+    trainer, train_ds, dev_ds, steps_per_epoch = _trainer_and_data(
+        config, caption_model, vocab, dataset, train_features, dev_features)
     trainer.compile(optimizer=_optimizer(config, steps_per_epoch))
     generator = CaptionGenerator(get_decoder(caption_model), vocab)
     dev_refs = {n: dataset.captions[n] for n in dev_names}
