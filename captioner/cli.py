@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cache-dir", default="cache/features")
     evaluate.add_argument("--output", help="write the scores as JSON here")
     evaluate.add_argument("--fast", action="store_true", help="skip Java (PTB tokenizer, METEOR)")
+    evaluate.add_argument("--beams", type=int, nargs="+", default=[1, 3], metavar="K",
+                          help="beam widths to score, 1 = greedy (default: 1 3)")
+    evaluate.add_argument("--length-penalty", type=float, default=0.7,
+                          help="rank beams by log p / length**this (default: %(default)s)")
     return parser
 
 
@@ -143,6 +147,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import captioner
     from captioner.data import load_dataset
+    from captioner.decode import DecodeOptions
     from captioner.evaluate import evaluate_model, format_table
 
     model = captioner.load(args.model, args.tokenizer, args.encoder_weights)
@@ -153,10 +158,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                              "a training dataset that exists here).")
     lang = args.lang or trained_on.get("lang")
     dataset = load_dataset(data, args.images or trained_on.get("images"), lang).limit(args.limit)
-    scores, _ = evaluate_model(model, dataset, args.split, args.cache_dir, fast=args.fast)
-    print(format_table({f"{args.split} greedy": scores}))
+    decodings = [DecodeOptions(beam_size=k, length_penalty=args.length_penalty) for k in args.beams]
+    scores, _ = evaluate_model(model, dataset, args.split, decodings, args.cache_dir, fast=args.fast)
+    rows = {f"{args.split} {name}": row for name, row in scores.items()}
+    print(format_table(rows))
+    if args.fast:
+        print("(--fast: our tokenizer, no METEOR; omit it for the official PTB tokenization)")
+    print("SPICE is not reported: it needs Stanford CoreNLP models downloaded at run time.")
     if args.output:
-        Path(args.output).write_text(json.dumps({f"{args.split} greedy": scores}, indent=2))
+        Path(args.output).write_text(json.dumps(rows, indent=2))
 
 
 COMMANDS = {"extract": cmd_extract, "train": cmd_train, "caption": cmd_caption, "evaluate": cmd_evaluate}

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from captioner.api import Captioner
 from captioner.data import CaptionDataset
-from captioner.decode import Caption
+from captioner.decode import GREEDY, Caption, DecodeOptions
 from captioner.errors import CaptionerError
 from captioner.features import FeatureCache
 from captioner.vocab import tokenize
@@ -89,7 +89,7 @@ def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def caption_split(captioner: Captioner, dataset: CaptionDataset, split: str,
+def caption_split(captioner: Captioner, dataset: CaptionDataset, split: str, options: DecodeOptions = GREEDY,
                   cache_dir: str | os.PathLike = "cache/features", batch_size: int = 100,
                   ) -> dict[str, Caption]:
     """Caption every image of a split, reusing (and filling) the feature cache."""
@@ -104,17 +104,26 @@ def caption_split(captioner: Captioner, dataset: CaptionDataset, split: str,
     for start in tqdm(range(0, len(names), batch_size), desc=f"Captioning {split}", unit="batch"):
         batch = names[start:start + batch_size]
         features = cache.load([dataset.path(n) for n in batch]).astype(np.float32)
-        captions.update(zip(batch, captioner.caption_features(features), strict=True))
+        captions.update(zip(batch, captioner.caption_features(features, options), strict=True))
     return captions
 
 
+def decoding_name(options: DecodeOptions) -> str:
+    """Row label of a decoding setting, e.g. 'greedy' or 'beam 3'."""
+    return "greedy" if options.beam_size == 1 else f"beam {options.beam_size}"
+
+
 def evaluate_model(captioner: Captioner, dataset: CaptionDataset, split: str = "dev",
+                   decodings: Sequence[DecodeOptions] = (GREEDY, DecodeOptions(beam_size=3)),
                    cache_dir: str | os.PathLike = "cache/features", fast: bool = False,
-                   ) -> tuple[dict[str, float], dict[str, Caption]]:
-    """COCO metrics of a model's captions on a split, and the captions themselves."""
-    captions = caption_split(captioner, dataset, split, cache_dir)
+                   ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Caption]]]:
+    """COCO metrics of a model's captions on a split for each decoding, and the captions themselves."""
     vocab = captioner.vocab
-    scores = score_captions({n: dataset.captions[n] for n in captions},
-                            {n: c.text for n, c in captions.items()}, lang=vocab.lang,
-                            tokenization=vocab.tokenization, meteor=not fast, ptb=not fast)
+    scores, captions = {}, {}
+    for options in decodings:
+        name = decoding_name(options)
+        captions[name] = caption_split(captioner, dataset, split, options, cache_dir)
+        scores[name] = score_captions({n: dataset.captions[n] for n in captions[name]},
+                                      {n: c.text for n, c in captions[name].items()}, lang=vocab.lang,
+                                      tokenization=vocab.tokenization, meteor=not fast, ptb=not fast)
     return scores, captions
