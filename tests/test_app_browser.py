@@ -1,0 +1,95 @@
+"""End to end: `streamlit run app.py` on a loopback port, driven by real headless Chromium.
+
+Covers what AppTest cannot: a real upload through the browser, the rendered page, and two browser
+tabs (two sessions) captioning at the same time with one shared model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import appdriver  # scripts/appdriver.py, on pytest's pythonpath
+import pytest
+from PIL import Image
+
+from captioner import gallery
+from captioner.artifacts import load_vocabulary
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+pytestmark = pytest.mark.slow
+WAIT_MS = 120_000  # first caption: TensorFlow, the model and MobileNetV2 load on a busy two-core machine
+
+
+@pytest.fixture(scope="module")
+def server(shapes_model):
+    if not Path(appdriver.CHROMIUM).is_file():
+        pytest.skip(f"needs Debian's chromium at {appdriver.CHROMIUM} (apt-get install chromium)")
+    result = shapes_model["result"]
+    env = {"CAPTIONER_MODEL": str(result.model_path), "CAPTIONER_TOKENIZER": str(result.vocab_path),
+           "CAPTIONER_ENCODER_WEIGHTS": str(shapes_model["weights"])}
+    with appdriver.serve_app(env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    with playwright.sync_playwright() as p:
+        chromium = appdriver.launch_chromium(p)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    """A real photo (scikit-image's public-domain coffee cup) as a JPEG file."""
+    path = tmp_path / "coffee.jpg"
+    gallery.load_example("Coffee").save(path, quality=90)
+    return path
+
+
+def open_app(browser, url: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.get_by_text("Drop one or more photos").wait_for(timeout=WAIT_MS)
+    return page
+
+
+def test_upload_a_photo_and_a_corrupt_file(server, browser, photo, tmp_path, shapes_model):
+    corrupt = tmp_path / "broken.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG " * 8)
+    page = open_app(browser, server.url)
+    appdriver.upload(page, [photo, corrupt])
+
+    caption = page.locator(".st-key-caption_0")
+    caption.wait_for(timeout=WAIT_MS)
+    words = caption.inner_text().split()
+    vocab = load_vocabulary(shapes_model["result"].vocab_path)
+    assert words and set(words) <= set(vocab.tokens[4:])
+
+    error = page.locator(".st-key-error_1")
+    error.wait_for(timeout=WAIT_MS)
+    assert "broken.jpg: the image data is corrupt or truncated" in error.inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0  # no traceback anywhere
+
+    shot = tmp_path / "app.png"
+    page.screenshot(path=shot, full_page=True)
+    with Image.open(shot) as image:
+        assert image.width >= 1400 and image.height >= 1000
+    page.close()
+
+
+def test_two_tabs_caption_at_once_with_one_shared_model(server, browser, photo):
+    pages = [open_app(browser, server.url) for _ in range(2)]
+    for page in pages:  # both uploads are in flight before either caption is waited for
+        appdriver.upload(page, [photo])
+    captions = []
+    for page in pages:
+        page.locator(".st-key-caption_0").wait_for(timeout=WAIT_MS)
+        captions.append(page.locator(".st-key-caption_0").inner_text())
+    assert captions[0] and captions[0] == captions[1]
+    loaded = [page.get_by_text("Loaded at").first.inner_text() for page in pages]
+    assert loaded[0] == loaded[1]  # the same load, not one per session
+    assert server.log().count("captioner app: loaded model") == 1
+    for page in pages:
+        page.close()
