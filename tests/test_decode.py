@@ -1,0 +1,196 @@
+"""Greedy and beam-search decoding: exactness, scores, n-best lists, confidence and attention."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from captioner.artifacts import get_decoder
+from captioner.decode import CaptionGenerator, DecodeOptions
+from captioner.model import build_caption_model
+from captioner.train import CaptionTrainer
+from captioner.vocab import Vocabulary
+
+# Each image group has three captions of different lengths, so the decoder stays uncertain:
+# captions of varied length, and beam search has real alternatives to find.
+GROUPS = [["a red circle", "a red circle on grey", "a big red circle on a grey background"],
+          ["two dogs run", "two dogs run on the beach", "dogs on a beach"],
+          ["a man rides a bike", "a man on a blue bike", "a man rides"],
+          ["the girl jumps", "a girl in a green dress jumps", "the girl in green jumps high"]]
+VOCAB = Vocabulary.build([c for group in GROUPS for c in group], min_count=1)
+MAX_LENGTH = 8
+CELLS, CHANNELS = 9, 16
+CENTRES = np.random.default_rng(0).normal(size=(len(GROUPS), CELLS, CHANNELS)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A small decoder briefly trained on noisy copies of four feature grids (seconds)."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    model = build_caption_model(len(VOCAB), (CELLS, CHANNELS), embedding_dim=16, units=32, attention_units=8,
+                                dropout=0.0)
+    copies = 20
+    sequences = [VOCAB.encode(c) for group in GROUPS for c in group] * copies
+    tokens = np.zeros((len(sequences), max(map(len, sequences))), np.int32)
+    for row, sequence in enumerate(sequences):
+        tokens[row, : len(sequence)] = sequence
+    grids = np.repeat(CENTRES, 3, axis=0)[np.arange(len(sequences)) % (3 * len(GROUPS))]
+    grids = grids + rng.normal(scale=0.3, size=grids.shape).astype("float32")  # (n, 9, 16)
+    trainer = CaptionTrainer(model, attention_reg=0.0)
+    trainer.compile(optimizer=keras.optimizers.Adam(0.01))
+    trainer.fit((grids, tokens[:, :-1]), tokens[:, 1:], batch_size=12, epochs=4, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def generator(model):
+    return CaptionGenerator(get_decoder(model), VOCAB, max_length=MAX_LENGTH)
+
+
+@pytest.fixture(scope="module")
+def features():
+    """Four unseen noisy grids per group: (16, 9, 16)."""
+    noise = np.random.default_rng(1).normal(scale=0.5, size=(16, CELLS, CHANNELS))
+    return (np.repeat(CENTRES, 4, axis=0) + noise).astype("float32")
+
+
+def _teacher_forced_log_prob(model, features: np.ndarray, words: list[str]) -> float:
+    """log p(words, <end> | image) from one full forward pass of the saved model, not the decoder's steps."""
+    ids = [VOCAB.tokens.index(w) for w in words]
+    inputs = np.array([[VOCAB.start_id, *ids]], np.int32)  # (1, n + 1)
+    logits, _ = model([features[None], inputs], training=False)  # (1, n + 1, V)
+    log_probs = tf.nn.log_softmax(logits[0]).numpy()
+    return float(sum(log_probs[t, token] for t, token in enumerate([*ids, VOCAB.end_id])))
+
+
+def _eager_greedy(model, features: np.ndarray) -> list[str]:
+    """Reference greedy decoding, one eager decoder step at a time, no tf.function or XLA."""
+    decoder = get_decoder(model)
+    keys, state = decoder.attention.project_keys(features), decoder.initial_state(features)
+    tokens = np.full(len(features), VOCAB.start_id)
+    out = []
+    for _ in range(MAX_LENGTH):
+        logits, _, state = decoder.step(tokens, state, features, keys)
+        logits = logits.numpy()
+        logits[:, [VOCAB.pad_id, VOCAB.start_id, VOCAB.unk_id]] = -np.inf
+        tokens = logits.argmax(-1)
+        out.append(tokens)
+    return [VOCAB.decode(row) for row in np.stack(out, 1)]
+
+
+def test_greedy_matches_a_plain_eager_loop(model, generator, features):
+    captions = generator.greedy(features)
+    assert [c.text for c in captions] == _eager_greedy(model, features)
+    assert len({len(c.words) for c in captions}) > 1, "the test model should give captions of varied lengths"
+
+
+def test_beam_width_one_is_exactly_greedy(generator, features):
+    greedy = generator.greedy(features)
+    for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=1, n_best=3, length_penalty=1.0)):
+        beam = generator.generate(features, options)
+        assert [c.text for c in beam] == [c.text for c in greedy]
+        assert [c.log_prob for c in beam] == [c.log_prob for c in greedy]
+        assert all(c.alternatives == [c] for c in beam)
+
+
+def test_beam_search_machinery_with_one_beam_follows_greedy(generator, features):
+    """With k=1 and raw log-probabilities, the beam bookkeeping (pool, gathers, stopping) reproduces greedy."""
+    seqs, scores, norms, _, (greedy_tokens, greedy_logp, _) = generator._beam(
+        tf.constant(features), 1, 0.0, True, MAX_LENGTH)
+    best = np.argmax(norms.numpy(), axis=1)
+    beam_tokens = seqs.numpy()[np.arange(len(features)), best]
+    assert [VOCAB.decode(row) for row in beam_tokens] == [VOCAB.decode(row) for row in greedy_tokens.numpy()]
+    np.testing.assert_allclose(scores.numpy()[np.arange(len(features)), best], greedy_logp.numpy().sum(1),
+                               rtol=1e-5)
+
+
+def test_greedy_decoded_inside_the_beam_search_is_the_greedy_caption(generator, features):
+    *_, inside = generator._beam(tf.constant(features), 3, 0.7, True, MAX_LENGTH)
+    assert [VOCAB.decode(row) for row in inside[0].numpy()] == [c.text for c in generator.greedy(features)]
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 0.7, 1.0])
+def test_wider_beam_never_scores_below_greedy(generator, features, length_penalty):
+    greedy = generator.generate(features, DecodeOptions(beam_size=1, length_penalty=length_penalty))
+    for k in (2, 3, 5):
+        beam = generator.generate(features, DecodeOptions(beam_size=k, length_penalty=length_penalty))
+        for g, b in zip(greedy, beam, strict=True):
+            assert b.score >= g.score - 1e-5, (k, g.text, g.score, b.text, b.score)
+
+
+def test_beam_search_finds_better_captions_than_greedy(generator, features):
+    greedy = generator.generate(features, DecodeOptions(beam_size=1))
+    beam = generator.generate(features, DecodeOptions(beam_size=3))
+    assert any(b.score > g.score + 1e-3 for g, b in zip(greedy, beam, strict=True)), "beam search is not searching"
+
+
+def test_scores_are_the_model_log_probabilities(model, generator, features):
+    options = DecodeOptions(beam_size=4, n_best=4, length_penalty=0.7)
+    for image, caption in zip(features, generator.generate(features, options), strict=True):
+        for alternative in caption.alternatives:
+            if len(alternative.words) < MAX_LENGTH:  # ended with <end>
+                expected = _teacher_forced_log_prob(model, image, alternative.words)
+                np.testing.assert_allclose(alternative.log_prob, expected, rtol=1e-4, atol=1e-4)
+                assert alternative.score == pytest.approx(alternative.log_prob / (len(alternative.words) + 1) ** 0.7)
+
+
+def test_n_best_entries_are_distinct_and_sorted(generator, features):
+    captions = generator.generate(features, DecodeOptions(beam_size=5, n_best=4))
+    assert any(len(c.alternatives) > 1 for c in captions)
+    for caption in captions:
+        texts = [a.text for a in caption.alternatives]
+        scores = [a.score for a in caption.alternatives]
+        assert caption.alternatives[0] is caption and 1 <= len(texts) <= 4
+        assert len(set(texts)) == len(texts)
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_confidence_is_a_probability(generator, features):
+    for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=3, n_best=3, length_penalty=0.0)):
+        for caption in generator.generate(features, options):
+            for alternative in caption.alternatives:
+                assert 0.0 <= alternative.confidence <= 1.0
+                assert alternative.confidence == pytest.approx(
+                    np.exp(alternative.log_prob / (len(alternative.words) + 1)))
+
+
+def test_attention_per_word_sums_to_one(generator, features):
+    for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=3, n_best=3)):
+        for caption in generator.generate(features, options):
+            for alternative in caption.alternatives:
+                assert alternative.attention.shape == (len(alternative.words), CELLS)
+                np.testing.assert_allclose(alternative.attention.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_max_length_is_respected(generator, features):
+    for beam_size in (1, 3):
+        captions = generator.generate(features, DecodeOptions(beam_size=beam_size, n_best=3, max_length=3))
+        assert all(len(a.words) <= 3 for c in captions for a in c.alternatives)
+
+
+def test_captions_do_not_depend_on_the_batch(generator, features):
+    """Batches are padded to a bucket size for XLA; the padding must not leak into the results."""
+    for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=3)):
+        whole = [c.text for c in generator.generate(features, options)]
+        assert [c.text for c in generator.generate(features[:5], options)] == whole[:5]
+        assert [generator.generate(features[i:i + 1], options)[0].text for i in (0, 6, 11)] == [
+            whole[i] for i in (0, 6, 11)]
+    assert generator.generate(features[:0], DecodeOptions(beam_size=3)) == []
+
+
+def test_new_batch_sizes_do_not_retrace(model, features):
+    """Each call reuses the compiled search: a trace per call would cost far more than decoding."""
+    generator = CaptionGenerator(get_decoder(model), VOCAB, max_length=MAX_LENGTH)
+    for batch in (1, 3, 4, 1):
+        generator.generate(features[:batch], DecodeOptions(beam_size=1))
+        generator.generate(features[:batch], DecodeOptions(beam_size=3))
+    assert generator._greedy.experimental_get_tracing_count() <= 2  # a static shape, then (None, 9, 16)
+    assert generator._beam.experimental_get_tracing_count() <= 2
+
+
+def test_invalid_beam_size(generator, features):
+    with pytest.raises(ValueError, match="beam_size must be at least 1"):
+        generator.generate(features, DecodeOptions(beam_size=0))
