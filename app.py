@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import streamlit as st
@@ -47,9 +48,9 @@ def md(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text)
 
 
-def model_form(current: gallery.ModelPaths) -> None:
+def model_form(current: gallery.ModelPaths, expanded: bool = False) -> None:
     """Sidebar form to switch this session to another model + tokenizer."""
-    with st.sidebar.expander("Load another model"), st.form("load_model", border=False):
+    with st.sidebar.expander("Load another model", expanded=expanded), st.form("load_model", border=False):
         model = st.text_input("Model (.h5)", current.model)
         tokenizer = st.text_input("Tokenizer (.pkl)", current.tokenizer)
         weights = st.text_input("Encoder weights", current.encoder_weights,
@@ -172,6 +173,16 @@ def captions_tab(results: list[gallery.ImageResult]) -> None:
                 card(index, result)
 
 
+def word_labels(words: list[str]) -> list[str]:
+    """Unique button labels for a caption's words: a repeated word gets its count, "a", "a (2)"."""
+    seen: Counter[str] = Counter()
+    labels = []
+    for word in words:
+        seen[word] += 1
+        labels.append(word if seen[word] == 1 else f"{word} ({seen[word]})")
+    return labels
+
+
 def explain_tab(results: list[gallery.ImageResult], grid_shape: tuple[int, int]) -> None:
     """Show-Attend-Tell style: where the decoder looked for each word."""
     captioned = [r for r in results if r.caption and r.caption.words]
@@ -181,10 +192,10 @@ def explain_tab(results: list[gallery.ImageResult], grid_shape: tuple[int, int])
     chosen = st.selectbox("Image", range(len(captioned)), format_func=lambda i: captioned[i].name)
     result = captioned[chosen]
     words, attention = result.caption.words, result.caption.attention
-    picked = st.segmented_control("Word", range(len(words)), format_func=lambda i: words[i], default=0,
-                                  key=f"word_{chosen}_{result.caption.text}")
-    picked = picked or 0
-    left, right = st.columns(2)
+    labels = word_labels(words)
+    label = st.segmented_control("Word", labels, default=labels[0], key=f"word_{chosen}_{result.caption.text}")
+    picked = labels.index(label) if label else 0
+    left, right, _ = st.columns(3)
     left.image(result.image, caption="input", width="stretch")
     right.image(overlay(result.image, attention[picked], grid_shape), caption=f"attention for “{words[picked]}”",
                 width="stretch")
@@ -215,7 +226,7 @@ def main() -> None:
     try:
         loaded = get_model(paths.model, paths.tokenizer, paths.encoder_weights)
     except CaptionerError as error:
-        model_form(paths)
+        model_form(paths, expanded=True)
         missing_model(error, paths)
         st.stop()
     model_panel(loaded)

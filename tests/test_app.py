@@ -90,7 +90,9 @@ def test_explain_shows_one_attention_map_per_word(app_env):
     words = caption_of(at, 0).split()
     strip = at.main.image[-1]
     assert strip.captions == words  # the strip of small maps, one per word
-    at.segmented_control[0].set_value(len(words) - 1).run()
+    word_buttons = at.segmented_control[0]
+    assert word_buttons.value == words[0] and len(set(word_buttons.options)) == len(words)  # "a", "a (2)"
+    word_buttons.set_value(word_buttons.options[-1]).run()
     assert at.main.image[-2].captions == [f"attention for “{words[-1]}”"]
 
 
