@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -12,7 +13,7 @@ from captioner.artifacts import ModelInfo, get_decoder, load_model
 from captioner.decode import GREEDY, Caption, CaptionGenerator, DecodeOptions
 from captioner.encoders import ImageEncoder
 from captioner.errors import ArtifactError
-from captioner.images import ImageSource, load_array
+from captioner.images import Failure, ImageSource, load_array, load_batches
 from captioner.vocab import Vocabulary
 
 
@@ -60,6 +61,18 @@ class Captioner:
         for start in range(0, len(images), batch_size):
             captions.extend(self.caption_features(self.encode(images[start:start + batch_size]), options))
         return captions
+
+    def caption_files(self, paths: Sequence[str | os.PathLike], options: DecodeOptions = GREEDY,
+                      batch_size: int = 32) -> Iterator[tuple[list[tuple[Path, Caption]], list[Failure]]]:
+        """Caption image files batch by batch: per batch, (path, caption) pairs and the unreadable files.
+
+        The next batch is decoded on threads while this one runs through the networks, and one
+        batch at a time is held in memory however many files there are.
+        """
+        paths = [Path(p) for p in paths]
+        for rows, images, failures in load_batches(paths, self.encoder.image_size, batch_size):
+            captions = self.caption_features(self.encoder(images), options) if images is not None else []
+            yield [(paths[row], caption) for row, caption in zip(rows, captions, strict=True)], failures
 
     def caption(self, image: ImageSource, options: DecodeOptions = GREEDY) -> Caption:
         """Caption one image (path, bytes, file object or PIL image); str() gives the text.

@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +19,7 @@ from tqdm.auto import tqdm
 
 from captioner.encoders import ImageEncoder
 from captioner.errors import CaptionerError
-from captioner.images import load_array
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An image that could not be encoded, and why."""
-
-    path: Path
-    reason: str
+from captioner.images import Failure, load_batches
 
 
 def image_key(path: str | os.PathLike) -> str:
@@ -41,28 +31,6 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, array)
     os.replace(tmp, path)
-
-
-def _load_batches(paths: Sequence[Path], size: tuple[int, int], batch_size: int,
-                  ) -> Iterator[tuple[list[int], np.ndarray | None, list[Failure]]]:
-    """Decode images on a thread pool, one batch ahead of the consumer (bounded memory)."""
-
-    def load(path: Path) -> np.ndarray | Failure:
-        try:
-            return load_array(path, size)
-        except CaptionerError as error:
-            return Failure(path, str(error))
-
-    starts = range(0, len(paths), batch_size)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        pending = pool.map(load, paths[0:batch_size]) if starts else None
-        for start in starts:
-            results = list(pending)
-            nxt = start + batch_size
-            pending = pool.map(load, paths[nxt:nxt + batch_size]) if nxt < len(paths) else None
-            rows = [start + i for i, r in enumerate(results) if not isinstance(r, Failure)]
-            images = [r for r in results if not isinstance(r, Failure)]
-            yield rows, (np.stack(images) if images else None), [r for r in results if isinstance(r, Failure)]
 
 
 class FeatureCache:
@@ -115,8 +83,8 @@ class FeatureCache:
         failures: list[Failure] = []
         bar = tqdm(total=len(rows_left), desc=f"Extracting {encoder.name} features",
                    unit="img", disable=not progress)
-        for rows, images, failed in _load_batches([todo[r] for r in rows_left], encoder.image_size,
-                                                  batch_size):
+        for rows, images, failed in load_batches([todo[r] for r in rows_left], encoder.image_size,
+                                                 batch_size):
             failures.extend(failed)
             if images is not None:
                 target = rows_left[rows]

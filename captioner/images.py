@@ -6,13 +6,16 @@ import glob
 import io
 import os
 import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from captioner.errors import ImageError
+from captioner.errors import CaptionerError, ImageError
 
 ImageSource = str | os.PathLike | bytes | BinaryIO | Image.Image
 
@@ -99,6 +102,40 @@ def image_to_array(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
 def load_array(source: ImageSource, size: tuple[int, int]) -> np.ndarray:
     """Load, normalise and resize an image in one call: (h, w, 3) uint8."""
     return image_to_array(load_image(source), size)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An image that could not be read, and why."""
+
+    path: Path
+    reason: str
+
+
+def load_batches(paths: Sequence[Path], size: tuple[int, int], batch_size: int,
+                 ) -> Iterator[tuple[list[int], np.ndarray | None, list[Failure]]]:
+    """Decode images on a thread pool, one batch ahead of the consumer (bounded memory).
+
+    Yields per batch: the positions in `paths` of the images that loaded, their pixels
+    (n, h, w, 3) uint8 (None if none loaded), and the images that failed, with the reason.
+    """
+
+    def load(path: Path) -> np.ndarray | Failure:
+        try:
+            return load_array(path, size)
+        except CaptionerError as error:
+            return Failure(path, str(error))
+
+    starts = range(0, len(paths), batch_size)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        pending = pool.map(load, paths[0:batch_size]) if starts else None
+        for start in starts:
+            results = list(pending)
+            nxt = start + batch_size
+            pending = pool.map(load, paths[nxt:nxt + batch_size]) if nxt < len(paths) else None
+            rows = [start + i for i, r in enumerate(results) if not isinstance(r, Failure)]
+            images = [r for r in results if not isinstance(r, Failure)]
+            yield rows, (np.stack(images) if images else None), [r for r in results if isinstance(r, Failure)]
 
 
 def find_images(patterns: list[str]) -> list[Path]:
