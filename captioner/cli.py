@@ -12,6 +12,10 @@ from pathlib import Path
 
 from captioner.errors import CaptionerError
 
+if typing.TYPE_CHECKING:  # TensorFlow is imported only when a command needs it
+    from captioner.api import Captioner
+    from captioner.decode import Caption
+
 DEFAULT_MODEL, DEFAULT_TOKENIZER = "mymodel.h5", "tokenizer.pkl"
 
 
@@ -69,10 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
                                help=f"default: {field.default}")
 
     caption = commands.add_parser("caption", help="caption image files, folders or globs",
-                                  description="Print a caption for each image.")
+                                  description="Print a caption for each image, or write them all to a CSV "
+                                              "or JSONL file with --output (resumable).")
     caption.add_argument("images", nargs="+", help="image files, folders or glob patterns")
     _add_model_args(caption)
-    caption.add_argument("--json", action="store_true", help="print JSON lines with scores")
+    caption.add_argument("--beam", type=int, default=3, metavar="K",
+                         help="beam width; 1 = greedy (default: %(default)s)")
+    caption.add_argument("--n-best", type=int, default=1, metavar="N",
+                         help="give the N best captions, at most --beam (default: %(default)s)")
+    caption.add_argument("--length-penalty", type=float, default=0.7,
+                         help="rank beams by log p / length**this; 0 favours short captions (default: %(default)s)")
+    caption.add_argument("--json", action="store_true", help="print JSON lines with scores and the n-best list")
+    caption.add_argument("--attention", metavar="OUT.png",
+                         help="also draw where the model looked for each word (one image only)")
+    caption.add_argument("--output", metavar="FILE.csv|FILE.jsonl",
+                         help="write the captions to this file instead of printing them; a re-run skips "
+                              "the images already in it")
+    caption.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
 
     evaluate = commands.add_parser("evaluate", help="COCO caption metrics on a dataset split",
                                    description="Caption a split and score it with BLEU-1..4, METEOR, "
@@ -121,27 +138,71 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"caption with: captioner caption --model {result.model_path} --tokenizer {result.vocab_path} IMAGE")
 
 
+def _check_caption_args(args: argparse.Namespace) -> None:
+    if args.beam < 1 or args.batch_size < 1:
+        raise CaptionerError("--beam and --batch-size must be at least 1.")
+    if not 1 <= args.n_best <= args.beam:
+        raise CaptionerError(f"--n-best must be between 1 and --beam ({args.beam}), got {args.n_best}.")
+    if args.attention and args.output:
+        raise CaptionerError("--attention draws one image; it cannot be combined with --output.")
+
+
+def _print_caption(path: Path, caption: Caption, args: argparse.Namespace, with_path: bool) -> None:
+    from captioner.batch import caption_record
+
+    if args.json:
+        print(json.dumps(caption_record(str(path), caption), ensure_ascii=False))
+        return
+    lead = f"{path}\t" if with_path else ""
+    if args.n_best == 1:
+        print(f"{lead}{caption.text}")
+        return
+    for rank, alternative in enumerate(caption.alternatives, 1):
+        print(f"{lead}{rank}. {alternative.text} ({alternative.confidence:.2f})")
+
+
+def _save_attention(model: Captioner, path: Path, caption: Caption, out: str) -> None:
+    from captioner.attention import save_attention_figure
+    from captioner.images import load_image
+
+    image = load_image(path)
+    image.thumbnail((512, 512))  # the panels are small; full-size photos only slow the overlays down
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_attention_figure(image, caption, model.grid_shape, out)
+    print(f"attention maps written to {out}", file=sys.stderr)
+
+
 def cmd_caption(args: argparse.Namespace) -> None:
     import captioner
+    from captioner.batch import caption_to_file
+    from captioner.decode import DecodeOptions
     from captioner.images import find_images
 
+    _check_caption_args(args)
     paths = find_images(args.images)
+    if args.attention and len(paths) != 1:
+        raise CaptionerError(f"--attention draws one image, but {len(paths)} were given.")
+    options = DecodeOptions(beam_size=args.beam, n_best=args.n_best, length_penalty=args.length_penalty)
     model = captioner.load(args.model, args.tokenizer, args.encoder_weights)
-    failed = 0
-    for path in paths:
-        try:
-            caption = model.caption(path)
-        except CaptionerError as error:
-            failed += 1
-            print(f"error: {error}", file=sys.stderr)
-            continue
-        if args.json:
-            print(json.dumps({"image": str(path), "caption": caption.text,
-                              "confidence": round(caption.confidence, 4)}, ensure_ascii=False))
-        else:
-            print(f"{path}\t{caption.text}" if len(paths) > 1 else caption.text)
-    if failed:
-        raise CaptionerError(f"{failed} of {len(paths)} images could not be captioned (see above).")
+    if args.output:
+        report = caption_to_file(model, paths, args.output, options, args.batch_size)
+        failures = report.failures
+        for failure in failures:
+            print(f"skipped {failure.reason}", file=sys.stderr)
+        print(f"{report.captioned} images captioned into {report.output}"
+              + (f" ({report.already_done} were already there)" if report.already_done else ""))
+    else:
+        failures = []
+        for captioned, failed in model.caption_files(paths, options, args.batch_size):
+            for failure in failed:
+                print(f"error: {failure.reason}", file=sys.stderr)
+            failures.extend(failed)
+            for path, caption in captioned:
+                _print_caption(path, caption, args, with_path=len(paths) > 1)
+                if args.attention:
+                    _save_attention(model, path, caption, args.attention)
+    if failures:
+        raise CaptionerError(f"{len(failures)} of {len(paths)} images could not be captioned (see above).")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
