@@ -10,6 +10,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 from keras import ops
 
@@ -235,21 +236,23 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
                                                            patience=1, min_lr=1e-5))
     (output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     try:
-        history = trainer.fit(train_ds, validation_data=dev_ds, epochs=config.epochs, callbacks=callbacks,
-                              shuffle=False)  # the tf.data pipeline shuffles
+        trainer.fit(train_ds, validation_data=dev_ds, epochs=config.epochs, callbacks=callbacks,
+                    shuffle=False)  # the tf.data pipeline shuffles
     except KeyboardInterrupt:
-        raise CaptionerError(f"training interrupted; the last finished epoch is kept in {output / 'backup'} "
-                             f"and the same command resumes from it.") from None
-    if (output / "best.weights.h5").is_file():
-        trainer.load_weights(output / "best.weights.h5")
+        if not (output / "best.weights.h5").is_file():
+            raise CaptionerError(f"training interrupted before the first epoch ended; nothing to save in "
+                                 f"{output}.") from None
+        log(f"interrupted: saving the best epoch so far; the same command resumes from {output / 'backup'}")
+    trainer.load_weights(output / "best.weights.h5")
     scores = DevScores(generator, dev_features, dev_refs, dev_names).scores()
     info = ModelInfo(config.encoder, get_backbone(config.encoder).image_size, len(vocab), vocab.fingerprint,
                      lang, extra={"dev_greedy": scores, "config": dataclasses.asdict(config)})
     model_path, vocab_path = output / "mymodel.h5", output / "tokenizer.pkl"
     save_model(caption_model, vocab, info, model_path, vocab_path)
-    plot_history(history.history, output / "history.png")
+    history = pd.read_csv(output / "history.csv").to_dict("list")  # every epoch, across resumed runs
+    plot_history(history, output / "history.png")
     log(f"saved {model_path} and {vocab_path}; dev greedy BLEU-4 {scores['BLEU-4']:.4f}, CIDEr {scores['CIDEr']:.4f}")
-    return TrainResult(model_path, vocab_path, history.history, scores)
+    return TrainResult(model_path, vocab_path, history, scores)
 
 
 def plot_history(history: dict[str, list[float]], path: Path) -> None:
