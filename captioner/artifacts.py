@@ -70,16 +70,32 @@ def save_model(model: keras.Model, vocab: Vocabulary, info: ModelInfo, model_pat
     """Write the decoder (HDF5, with metadata) and its vocabulary side by side."""
     model_path = Path(model_path)
     model_path.parent.mkdir(parents=True, exist_ok=True)
+    full = model_path.with_suffix(".float32.h5")
     absl = logging.getLogger("absl")
     level = absl.level
     absl.setLevel(logging.ERROR)  # HDF5 is the format users of this project expect; skip Keras's nudge
     try:
-        model.save(model_path, include_optimizer=False)
+        model.save(full, include_optimizer=False)
     finally:
         absl.setLevel(level)
-    with h5py.File(model_path, "a") as f:
-        f.attrs[METADATA_ATTR] = json.dumps(info.__dict__)
+    with h5py.File(full, "r") as source, h5py.File(model_path, "w") as target:
+        _copy_as_float16(source, target)
+        target.attrs[METADATA_ATTR] = json.dumps(info.__dict__)
+    full.unlink()
     save_vocabulary(vocab, vocab_path)
+
+
+def _copy_as_float16(source: h5py.Group, target: h5py.Group) -> None:
+    """Copy an HDF5 tree, storing float32 weights as float16: half the file, and Keras casts them
+    back to float32 on load (tests/test_model.py checks the outputs stay the same)."""
+    target.attrs.update(source.attrs)
+    for name, item in source.items():
+        if isinstance(item, h5py.Group):
+            _copy_as_float16(item, target.create_group(name))
+        else:
+            data = item[()]
+            target.create_dataset(name, data=data.astype("float16") if item.dtype == "float32" else data)
+            target[name].attrs.update(item.attrs)
 
 
 def read_model_info(model_path: str | os.PathLike) -> ModelInfo:

@@ -80,8 +80,11 @@ def test_h5_round_trip_preserves_outputs(model, tmp_path):
     save_model(model, VOCAB, info, tmp_path / "mymodel.h5", tmp_path / "tokenizer.pkl")
     loaded, vocab, loaded_info = load_model(tmp_path / "mymodel.h5", tmp_path / "tokenizer.pkl")
     features, tokens = _inputs()
-    np.testing.assert_allclose(loaded([features, tokens])[0], model([features, tokens])[0], rtol=1e-5)
+    original, restored = model([features, tokens])[0], loaded([features, tokens])[0]
+    np.testing.assert_allclose(restored, original, atol=2e-2)  # weights are stored as float16
+    np.testing.assert_array_equal(np.argmax(restored, -1), np.argmax(original, -1))
     assert vocab == VOCAB and loaded_info == info
+    assert all(w.dtype == "float32" for w in loaded.weights)  # computed in float32 as trained
 
 
 def test_mismatched_vocabulary_is_detected(model, tmp_path):
