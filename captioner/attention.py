@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.figure import Figure
 from PIL import Image
 
 from captioner.decode import Caption
@@ -25,22 +26,21 @@ def overlay(image: Image.Image, weights: np.ndarray, grid_shape: tuple[int, int]
     return Image.fromarray(np.clip(shaded, 0, 255).astype(np.uint8))
 
 
-def attention_figure(image: Image.Image, caption: Caption, grid_shape: tuple[int, int], columns: int = 5):
-    """A matplotlib figure: the image, then one panel per word with its attention overlay."""
-    import matplotlib
+def attention_figure(image: Image.Image, caption: Caption, grid_shape: tuple[int, int], columns: int = 5
+                     ) -> Figure:
+    """A figure: the image, then one panel per word with its attention overlay.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Built without pyplot, so it changes no global matplotlib state (notebooks keep their backend).
+    """
     panels = [("", image)] + [(word, overlay(image, weights, grid_shape))
                               for word, weights in zip(caption.words, caption.attention, strict=True)]
     rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (word, picture) in zip(axes.flat, panels, strict=False):
+    fig = Figure(figsize=(2.4 * columns, 2.6 * rows))
+    for index, (word, picture) in enumerate(panels):
+        ax = fig.add_subplot(rows, columns, index + 1)
         ax.imshow(picture)
         ax.set_title(word or "input", fontsize=12)
+        ax.axis("off")
     fig.suptitle(caption.text, fontsize=13)
     fig.tight_layout()
     return fig
@@ -48,8 +48,4 @@ def attention_figure(image: Image.Image, caption: Caption, grid_shape: tuple[int
 
 def save_attention_figure(image: Image.Image, caption: Caption, grid_shape: tuple[int, int], path) -> None:
     """Write attention_figure to a PNG file."""
-    import matplotlib.pyplot as plt
-
-    fig = attention_figure(image, caption, grid_shape)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    attention_figure(image, caption, grid_shape).savefig(path, dpi=90)

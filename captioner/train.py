@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 from keras import ops
+from matplotlib.figure import Figure
 
 from captioner.artifacts import ModelInfo, get_decoder, load_model, save_model
 from captioner.config import TrainConfig
@@ -234,6 +235,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     if config.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
                                                            patience=1, min_lr=1e-5))
+    if not (output / "backup").exists():  # a fresh run, not a resumed one: forget earlier runs here
+        for stale in ("history.csv", "best.weights.h5"):
+            (output / stale).unlink(missing_ok=True)
     (output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     try:
         trainer.fit(train_ds, validation_data=dev_ds, epochs=config.epochs, callbacks=callbacks,
@@ -256,17 +260,13 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
 
 
 def plot_history(history: dict[str, list[float]], path: Path) -> None:
-    """Loss and dev scores per epoch, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("loss", "val_loss"):
+    """Loss and dev scores per epoch, as a PNG (no pyplot: no global matplotlib state)."""
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2)
+    for key in ("loss", "val_loss", "reward"):
         if key in history:
             left.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
-    left.set(xlabel="epoch", ylabel="loss", title="Training and dev loss")
+    left.set(xlabel="epoch", title="Training objective and dev loss")
     left.legend()
     for key, label in (("val_bleu4", "dev BLEU-4"), ("val_cider", "dev CIDEr")):
         if key in history:
@@ -275,4 +275,3 @@ def plot_history(history: dict[str, list[float]], path: Path) -> None:
     right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
