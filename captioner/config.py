@@ -22,7 +22,7 @@ class TrainConfig:
     cache_dir: str = "cache/features"
     encoder: str = "mobilenet_v2"
     encoder_weights: str | None = "imagenet"
-    tokenization: str = "words"
+    tokenization: str | None = None  # words | chars; default: chars for zh/ja, words otherwise
     min_count: int = 5
     max_length: int = 25
     embedding_dim: int = 256

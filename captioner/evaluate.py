@@ -1,15 +1,19 @@
 """Caption metrics: the COCO caption evaluation (BLEU-1..4, METEOR, ROUGE-L, CIDEr) via pycocoevalcap.
 
 English text is tokenized with the official PTB tokenizer (Java), as in the COCO server. Other
-languages use the project's Unicode tokenizer (characters for Chinese), and METEOR, whose
-paraphrase tables are English in pycocoevalcap, is reported for English only. SPICE needs
-Stanford models downloaded at run time, so it is not offered offline.
+languages use the project's Unicode tokenizer (characters for Chinese). METEOR 1.5 runs with
+its standard English setup; for German, French, Czech and Spanish it matches exact words and
+stems only (pycocoevalcap ships just the English paraphrase table), and for other languages it
+is not reported. SPICE needs Stanford models downloaded at run time, so it is not offered offline.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import threading
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -25,13 +29,14 @@ from captioner.errors import CaptionerError
 from captioner.features import FeatureCache
 from captioner.vocab import tokenize
 
+METEOR_LANGUAGES = {"de": "de", "fr": "fr", "cs": "cz", "es": "es"}  # our code → METEOR 1.5's
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
 
 def _require_java() -> None:
     if shutil.which("java") is None:
         raise CaptionerError("METEOR and the PTB tokenizer need Java; install it, e.g. "
-                             "`apt-get install default-jre-headless`, or pass --fast-metrics.")
+                             "`apt-get install default-jre-headless`, or pass --fast.")
 
 
 def _ptb_tokenize(texts: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
@@ -39,6 +44,30 @@ def _ptb_tokenize(texts: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
 
     _require_java()
     return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in texts.items()})
+
+
+def _meteor(lang: str):
+    """pycocoevalcap's METEOR scorer, set up for the caption language (None if it has no support)."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    _require_java()
+    if lang == "en":
+        return Meteor()
+    if lang not in METEOR_LANGUAGES:
+        return None
+
+    class StemMeteor(Meteor):
+        """METEOR for a language without a bundled paraphrase table: exact and stem matches."""
+
+        def __init__(self):
+            folder = os.path.dirname(sys.modules[Meteor.__module__].__file__)
+            self.meteor_cmd = ["java", "-jar", "-Xmx2G", "meteor-1.5.jar", "-", "-", "-stdio",
+                               "-l", METEOR_LANGUAGES[lang], "-m", "exact stem", "-norm"]
+            self.meteor_p = subprocess.Popen(self.meteor_cmd, cwd=folder, stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.lock = threading.Lock()
+
+    return StemMeteor()
 
 
 def _unicode_tokenize(texts: Mapping[str, Sequence[str]], tokenization: str) -> dict[str, list[str]]:
@@ -68,11 +97,9 @@ def score_captions(references: Mapping[str, Sequence[str]], hypotheses: Mapping[
     scores: dict[str, float] = {}
     bleu, _ = Bleu(4).compute_score(refs, hyps, verbose=0)
     scores.update({f"BLEU-{n}": float(b) for n, b in enumerate(bleu, start=1)})
-    if meteor and english:
-        from pycocoevalcap.meteor.meteor import Meteor
-
-        _require_java()
-        scores["METEOR"] = float(Meteor().compute_score(refs, hyps)[0])
+    scorer = _meteor(lang) if meteor else None
+    if scorer is not None:
+        scores["METEOR"] = float(scorer.compute_score(refs, hyps)[0])
     scores["ROUGE-L"] = float(Rouge().compute_score(refs, hyps)[0])
     scores["CIDEr"] = float(Cider().compute_score(refs, hyps)[0])
     return scores

@@ -25,7 +25,7 @@ from captioner.evaluate import score_captions
 from captioner.features import FeatureCache
 from captioner.model import build_caption_model
 from captioner.scst import CiderD, SelfCriticalTrainer
-from captioner.vocab import Vocabulary
+from captioner.vocab import Vocabulary, default_tokenization
 
 MONITORS = {"cider": "val_cider", "bleu4": "val_bleu4", "loss": "val_loss"}
 
@@ -211,7 +211,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         caption_model, vocab, _ = load_model(config.init_from, Path(config.init_from).with_name("tokenizer.pkl"))
     else:
         vocab = Vocabulary.build((c for n in train_names for c in dataset.captions[n]), config.min_count,
-                                 config.max_length, config.tokenization, lang)
+                                 config.max_length, config.tokenization or default_tokenization(lang), lang)
         caption_model = build_caption_model(
             len(vocab), train_features.shape[1:], embedding_dim=config.embedding_dim, units=config.units,
             attention_units=config.attention_units, dropout=config.dropout)
@@ -250,7 +250,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     trainer.load_weights(output / "best.weights.h5")
     scores = DevScores(generator, dev_features, dev_refs, dev_names).scores()
     info = ModelInfo(config.encoder, get_backbone(config.encoder).image_size, len(vocab), vocab.fingerprint,
-                     lang, extra={"dev_greedy": scores, "config": dataclasses.asdict(config)})
+                     vocab.lang, extra={"dev_greedy": scores, "config": dataclasses.asdict(config)})
     model_path, vocab_path = output / "mymodel.h5", output / "tokenizer.pkl"
     save_model(caption_model, vocab, info, model_path, vocab_path)
     history = pd.read_csv(output / "history.csv").to_dict("list")  # every epoch, across resumed runs

@@ -28,6 +28,11 @@ def _is_ideograph(char: str) -> bool:
             or 0xF900 <= code <= 0xFAFF or 0x20000 <= code <= 0x2FA1F)
 
 
+def default_tokenization(lang: str | None) -> str:
+    """Characters for languages written without spaces (Chinese, Japanese), words otherwise."""
+    return "chars" if (lang or "en").split("-")[0] in ("zh", "ja") else "words"
+
+
 def clean_text(text: str) -> str:
     """Normalise (NFKC), lower-case and replace punctuation and symbols by spaces.
 

@@ -88,20 +88,41 @@ def make_shapes_dataset(folder: Path, per_combination: int, seed: int,
     return held_out
 
 
-@pytest.fixture(scope="session")
-def shapes_model(tmp_path_factory, mobilenet_weights):
-    """A small captioner really trained on synthetic shapes (the whole pipeline, end to end)."""
-    from captioner.train import TrainConfig, train
+ZH_COLOURS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色"}
+ZH_SHAPES = {"circle": "圆形", "square": "正方形", "triangle": "三角形"}
+ZH_BACKGROUNDS = {"white": "白色", "black": "黑色", "grey": "灰色"}
 
-    folder = tmp_path_factory.mktemp("shapes")
-    held_out = make_shapes_dataset(folder, per_combination=8, seed=1)
+
+def chinese_shape_caption(shape: str, colour: str, background: str) -> str:
+    """The same template in Chinese, written without spaces: "白色背景上的红色圆形"."""
+    return f"{ZH_BACKGROUNDS[background]}背景上的{ZH_COLOURS[colour]}{ZH_SHAPES[shape]}"
+
+
+def train_shapes(folder: Path, weights: Path, lang: str = "en", caption_fn=shape_caption) -> dict:
+    """Train a small captioner on synthetic shapes (the whole pipeline, end to end)."""
+    from captioner.config import TrainConfig
+    from captioner.train import train
+
+    held_out = make_shapes_dataset(folder, per_combination=8, seed=1, caption_fn=caption_fn)
     config = TrainConfig(
         data=str(folder / "captions.csv"), output=str(folder / "run"), cache_dir=str(folder / "cache"),
-        encoder_weights=str(mobilenet_weights), min_count=1, max_length=10, embedding_dim=64, units=128,
+        lang=lang, encoder_weights=str(weights), min_count=1, max_length=12, embedding_dim=64, units=128,
         attention_units=64, dropout=0.1, label_smoothing=0.0, batch_size=16, epochs=25,
         learning_rate=3e-3, lr_schedule="constant", monitor="bleu4", patience=25, seed=0)
     result = train(config, log=lambda message: None)
-    return {"folder": folder, "result": result, "held_out": held_out, "weights": mobilenet_weights}
+    return {"folder": folder, "result": result, "held_out": held_out, "weights": weights}
+
+
+@pytest.fixture(scope="session")
+def shapes_model(tmp_path_factory, mobilenet_weights):
+    """A small captioner really trained on synthetic shapes with English template captions."""
+    return train_shapes(tmp_path_factory.mktemp("shapes"), mobilenet_weights)
+
+
+@pytest.fixture(scope="session")
+def chinese_shapes_model(tmp_path_factory, mobilenet_weights):
+    """The same, captioned in Chinese (character tokens, no spaces)."""
+    return train_shapes(tmp_path_factory.mktemp("shapes_zh"), mobilenet_weights, "zh", chinese_shape_caption)
 
 
 @pytest.fixture

@@ -37,3 +37,15 @@ def test_caption_has_attention_and_confidence(shapes_model):
     assert caption.attention.shape == (len(caption.words), 49)
     assert abs(caption.attention.sum(axis=1) - 1).max() < 1e-4
     assert 0.5 < caption.confidence <= 1.0
+
+
+def test_learns_chinese_captions_written_without_spaces(chinese_shapes_model):
+    result = chinese_shapes_model["result"]
+    model = captioner.load(result.model_path, result.vocab_path, encoder_weights=chinese_shapes_model["weights"])
+    assert model.vocab.tokenization == "chars" and model.vocab.lang == "zh"
+    images = sorted(chinese_shapes_model["held_out"])
+    captions = model.caption_many([chinese_shapes_model["folder"] / "images" / name for name in images])
+    expected = [chinese_shapes_model["held_out"][name] for name in images]
+    assert all(" " not in c.text for c in captions)
+    exact = sum(c.text == e for c, e in zip(captions, expected, strict=True))
+    assert exact / len(images) >= 0.9, [(c.text, e) for c, e in zip(captions, expected, strict=True)][:5]
