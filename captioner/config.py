@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from captioner.errors import CaptionerError
+from captioner.vocab import default_tokenization
 
 
 @dataclass
@@ -42,6 +43,10 @@ class TrainConfig:
     objective: str = "xent"  # xent (teacher forcing) | scst (self-critical, CIDEr-D reward; needs init_from)
     scst_samples: int = 5  # captions sampled per image for the self-critical baseline
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tokenization is None:
+            self.tokenization = default_tokenization(self.lang)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides) -> TrainConfig:

@@ -25,7 +25,7 @@ from captioner.evaluate import score_captions
 from captioner.features import FeatureCache
 from captioner.model import build_caption_model
 from captioner.scst import CiderD, SelfCriticalTrainer
-from captioner.vocab import Vocabulary, default_tokenization
+from captioner.vocab import Vocabulary
 
 MONITORS = {"cider": "val_cider", "bleu4": "val_bleu4", "loss": "val_loss"}
 
@@ -211,7 +211,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         caption_model, vocab, _ = load_model(config.init_from, Path(config.init_from).with_name("tokenizer.pkl"))
     else:
         vocab = Vocabulary.build((c for n in train_names for c in dataset.captions[n]), config.min_count,
-                                 config.max_length, config.tokenization or default_tokenization(lang), lang)
+                                 config.max_length, config.tokenization, lang)
         caption_model = build_caption_model(
             len(vocab), train_features.shape[1:], embedding_dim=config.embedding_dim, units=config.units,
             attention_units=config.attention_units, dropout=config.dropout)
