@@ -82,6 +82,16 @@ class Captioner:
         return self.caption_many([image], options)[0]
 
 
+SHIPPED_LANGUAGES = {"en": "English", "zh": "Chinese", "de": "German"}
+
+
+def shipped_model_paths(lang: str = "en", root: str | os.PathLike = ".") -> tuple[Path, Path]:
+    """Model and vocabulary shipped for a language: mymodel.h5 + tokenizer.pkl in the repository
+    root for English, models/<lang>/ for the others."""
+    folder = Path(root) if lang == "en" else Path(root) / "models" / lang
+    return folder / "mymodel.h5", folder / "tokenizer.pkl"
+
+
 def load(model_path: str | os.PathLike = "mymodel.h5", vocab_path: str | os.PathLike = "tokenizer.pkl",
          encoder_weights: str | os.PathLike | None = "imagenet") -> Captioner:
     """Load a saved model and vocabulary: `captioner.load().caption("photo.jpg")`."""

@@ -16,15 +16,22 @@ if typing.TYPE_CHECKING:  # TensorFlow is imported only when a command needs it
     from captioner.api import Captioner
     from captioner.decode import Caption
 
-DEFAULT_MODEL, DEFAULT_TOKENIZER = "mymodel.h5", "tokenizer.pkl"
-
-
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="trained model file (default: %(default)s)")
-    parser.add_argument("--tokenizer", default=DEFAULT_TOKENIZER,
-                        help="vocabulary saved with the model (default: %(default)s)")
+    parser.add_argument("--model", help="trained model file (default: the shipped model of --lang: "
+                                        "mymodel.h5 for English, models/<lang>/mymodel.h5 otherwise)")
+    parser.add_argument("--tokenizer", help="vocabulary saved with the model (default: tokenizer.pkl beside it)")
     parser.add_argument("--encoder-weights", default="imagenet",
                         help="ImageNet weights .h5 for the encoder; default: Keras cache, then download")
+
+
+def _model_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """--model/--tokenizer, or the model shipped for --lang; the tokenizer defaults to the model's sibling."""
+    from captioner.api import shipped_model_paths
+
+    model, tokenizer = shipped_model_paths(args.lang or "en")
+    if args.model:
+        model, tokenizer = Path(args.model), Path(args.model).with_name("tokenizer.pkl")
+    return model, Path(args.tokenizer) if args.tokenizer else tokenizer
 
 
 def _add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -77,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "or JSONL file with --output (resumable).")
     caption.add_argument("images", nargs="+", help="image files, folders or glob patterns")
     _add_model_args(caption)
+    caption.add_argument("--lang", help="caption language of the shipped model to use: en (default), zh, de")
     caption.add_argument("--beam", type=int, default=3, metavar="K",
                          help="beam width; 1 = greedy (default: %(default)s)")
     caption.add_argument("--n-best", type=int, default=1, metavar="N",
@@ -183,7 +191,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
     if args.attention and len(paths) != 1:
         raise CaptionerError(f"--attention draws one image, but {len(paths)} were given.")
     options = DecodeOptions(beam_size=args.beam, n_best=args.n_best, length_penalty=args.length_penalty)
-    model = captioner.load(args.model, args.tokenizer, args.encoder_weights)
+    model = captioner.load(*_model_paths(args), args.encoder_weights)
     if args.output:
         report = caption_to_file(model, paths, args.output, options, args.batch_size)
         failures = report.failures
@@ -211,7 +219,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from captioner.decode import DecodeOptions
     from captioner.evaluate import evaluate_model, format_table
 
-    model = captioner.load(args.model, args.tokenizer, args.encoder_weights)
+    model = captioner.load(*_model_paths(args), args.encoder_weights)
     trained_on = (model.info.extra or {}).get("config", {})
     data = args.data or trained_on.get("data")
     if not data or not Path(data).exists():

@@ -66,3 +66,23 @@ def test_evaluate_prints_metrics_and_writes_json(shapes_model, tmp_path, capsys)
 def test_train_without_data_is_a_clear_error(capsys):
     assert main(["train"]) == 1
     assert "give --data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], ("mymodel.h5", "tokenizer.pkl")),
+    (["--lang", "zh"], ("models/zh/mymodel.h5", "models/zh/tokenizer.pkl")),
+    (["--model", "runs/x/mymodel.h5"], ("runs/x/mymodel.h5", "runs/x/tokenizer.pkl")),
+    (["--model", "a.h5", "--tokenizer", "b.pkl"], ("a.h5", "b.pkl")),
+])
+def test_model_paths_follow_language_and_model(argv, expected):
+    from captioner.cli import _model_paths, build_parser
+
+    args = build_parser().parse_args(["caption", "x.jpg", *argv])
+    assert tuple(str(p) for p in _model_paths(args)) == expected
+
+
+def test_missing_language_model_names_its_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.png").write_bytes(b"")
+    assert main(["caption", "x.png", "--lang", "de"]) == 1
+    assert "models/de/mymodel.h5: model file not found" in capsys.readouterr().err
