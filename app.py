@@ -1,10 +1,19 @@
-"""captioner in the browser: drop in photos, get captions, see where the model looked, export them.
+"""captioner in the browser: drop in photos, get captions in one or several languages side by side,
+see where the model looked, export them.
 
     streamlit run app.py
 
-The model is `mymodel.h5` + `tokenizer.pkl` in the working folder unless CAPTIONER_MODEL,
-CAPTIONER_TOKENIZER, CAPTIONER_ENCODER_WEIGHTS or the sidebar say otherwise. This file is only
-the page: images, decoding and exports live in the captioner package (captioner/gallery.py).
+Each caption language has its own model, found in the working folder as the repository ships them
+(captioner.api.shipped_model_paths): English `mymodel.h5` + `tokenizer.pkl`, Chinese and German
+`models/zh/` and `models/de/`. Environment variables point elsewhere:
+
+- CAPTIONER_MODEL and CAPTIONER_TOKENIZER: the English model and its vocabulary;
+- CAPTIONER_MODEL_<LANG> and CAPTIONER_TOKENIZER_<LANG>, e.g. CAPTIONER_MODEL_ZH: another language's;
+- CAPTIONER_ENCODER_WEIGHTS: the ImageNet weights file (or `imagenet`) for every language.
+
+The page offers the languages whose two files exist and says how to get the others; the sidebar
+can load another model for any language. This file is only the page: images, decoding and
+exports live in the captioner package (captioner/gallery.py).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import streamlit as st
 
 from captioner import gallery
 from captioner.attention import overlay
-from captioner.decode import DecodeOptions
+from captioner.decode import Caption, DecodeOptions
 from captioner.errors import CaptionerError, WeightsError
 from captioner.images import ImageSource
 
@@ -30,7 +39,7 @@ STRIP_WIDTH = 150  # px per small attention map
 st.set_page_config(page_title="captioner · describe your photos", page_icon=":material/photo_library:", layout="wide")
 
 
-@st.cache_resource(show_spinner="Loading the captioning model…", max_entries=3)
+@st.cache_resource(show_spinner="Loading the captioning model…", max_entries=6)
 def get_model(model: str, tokenizer: str, encoder_weights: str) -> gallery.LoadedModel:
     """Loaded once per process for each set of paths, then shared by every session and rerun."""
     loaded = gallery.load_captioner(gallery.ModelPaths(model, tokenizer, encoder_weights))
@@ -48,39 +57,52 @@ def md(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text)
 
 
-def model_form(current: gallery.ModelPaths, expanded: bool = False) -> None:
-    """Sidebar form to switch this session to another model + tokenizer."""
+def switch_model() -> None:
+    """The form's Load button: this session's model for the chosen language, which is then selected."""
+    state = st.session_state
+    lang = state.form_lang
+    state.models = {**state.models, lang: gallery.ModelPaths(state.form_model.strip(), state.form_tokenizer.strip(),
+                                                             state.form_weights.strip())}
+    state.languages = list(dict.fromkeys([*state.get("languages", []), lang]))
+
+
+def model_form(models: dict[str, gallery.ModelPaths], lang: str, expanded: bool = False) -> None:
+    """Sidebar form to switch this session to another model + tokenizer for one language."""
+    current = models[lang]
     with st.sidebar.expander("Load another model", expanded=expanded), st.form("load_model", border=False):
-        model = st.text_input("Model (.h5)", current.model)
-        tokenizer = st.text_input("Tokenizer (.pkl)", current.tokenizer)
-        weights = st.text_input("Encoder weights", current.encoder_weights,
-                                help="'imagenet' uses Keras's cache ($KERAS_HOME/models), or a .h5 file path.")
-        if st.form_submit_button("Load"):
-            st.session_state.paths = gallery.ModelPaths(model.strip(), tokenizer.strip(), weights.strip())
-            st.rerun()
+        st.selectbox("Language", list(models), index=list(models).index(lang), format_func=gallery.language_label,
+                     key="form_lang")
+        st.text_input("Model (.h5)", current.model, key="form_model")
+        st.text_input("Tokenizer (.pkl)", current.tokenizer, key="form_tokenizer")
+        st.text_input("Encoder weights", current.encoder_weights, key="form_weights",
+                      help="'imagenet' uses Keras's cache ($KERAS_HOME/models), or a .h5 file path.")
+        st.form_submit_button("Load", on_click=switch_model)
 
 
-def model_panel(loaded: gallery.LoadedModel) -> None:
-    """Sidebar: what is loaded, and its scores from the model card."""
-    model, paths = loaded.captioner, loaded.paths
-    info = model.info
-    rows, cols = model.grid_shape
-    st.sidebar.header("Model")
-    st.sidebar.markdown(f"**{md(Path(paths.model).name)}** + {md(Path(paths.tokenizer).name)}  \n"
-                        f"encoder **{info.encoder}** ({rows}×{cols} attention grid, {info.image_size} px)  \n"
-                        f"vocabulary **{len(model.vocab):,}** words ({info.lang})")
-    scores = gallery.model_scores(info.extra)
-    if scores:
-        st.sidebar.caption("Scores from the model card")
-        st.sidebar.dataframe({name: {m: round(v, 3) for m, v in table.items()} for name, table in scores.items()})
-    else:
-        st.sidebar.caption("No dev/test scores in this model file.")
-    recipe = (info.extra or {}).get("config")
-    if recipe:
-        with st.sidebar.expander("Training recipe"):
-            st.json(recipe, expanded=False)
-    st.sidebar.caption(f"Loaded at {time.strftime('%H:%M:%S', time.localtime(loaded.loaded_at))} "
-                       f"in {loaded.seconds:.1f} s; shared by every visitor.", help=str(Path(paths.model).resolve()))
+def model_panel(loaded: dict[str, gallery.LoadedModel]) -> None:
+    """Sidebar: what is loaded for each language, and its scores from the model card."""
+    st.sidebar.header("Model" if len(loaded) == 1 else "Models")
+    for lang, item in loaded.items():
+        model, paths = item.captioner, item.paths
+        info = model.info
+        rows, cols = model.grid_shape
+        units = "characters" if model.vocab.tokenization == "chars" else "words"
+        st.sidebar.markdown(f"**{md(Path(paths.model).name)}** + {md(Path(paths.tokenizer).name)} · "
+                            f"{gallery.language_label(lang)}  \n"
+                            f"encoder **{info.encoder}** ({rows}×{cols} attention grid, {info.image_size} px)  \n"
+                            f"vocabulary **{len(model.vocab):,}** {units} ({info.lang})")
+        scores = gallery.model_scores(info.extra)
+        if scores:
+            st.sidebar.caption("Scores from the model card")
+            st.sidebar.dataframe({name: {m: round(v, 3) for m, v in table.items()} for name, table in scores.items()})
+        else:
+            st.sidebar.caption("No dev/test scores in this model file.")
+        recipe = (info.extra or {}).get("config")
+        if recipe:
+            with st.sidebar.expander("Training recipe"):
+                st.json(recipe, expanded=False)
+        st.sidebar.caption(f"Loaded at {time.strftime('%H:%M:%S', time.localtime(item.loaded_at))} in "
+                           f"{item.seconds:.1f} s; shared by every visitor.", help=str(Path(paths.model).resolve()))
 
 
 def decoding_controls() -> DecodeOptions:
@@ -95,7 +117,7 @@ def decoding_controls() -> DecodeOptions:
     return DecodeOptions(beam_size=1 if greedy else beam, n_best=1 if greedy else n_best)
 
 
-def missing_model(error: CaptionerError, paths: gallery.ModelPaths) -> None:
+def missing_model(error: CaptionerError, lang: str, paths: gallery.ModelPaths) -> None:
     """A panel instead of a traceback: what is missing and how to get it."""
     st.error(f"**No captioning model could be loaded.**\n\n{md(str(error))}", icon=":material/block:")
     if isinstance(error, WeightsError):
@@ -103,12 +125,44 @@ def missing_model(error: CaptionerError, paths: gallery.ModelPaths) -> None:
                "use. Offline, copy the file named above into `$KERAS_HOME/models/` (default "
                "`~/.keras/models/`), or start the app with `CAPTIONER_ENCODER_WEIGHTS=path/to/file.h5`.")
     else:
+        suffix = "" if lang == "en" else f"_{lang.upper()}"
+        recipe = "configs/flickr8k.yaml" if lang == "en" else f"configs/flickr8k_{lang}.yaml"
         fix = (f"The app loads `{paths.model}` and `{paths.tokenizer}` (from `{Path.cwd()}`).\n"
-               "- Train them: `captioner train --config configs/flickr8k.yaml` writes both files;\n"
-               "- or point the app at yours: `CAPTIONER_MODEL=path/mymodel.h5 "
-               "CAPTIONER_TOKENIZER=path/tokenizer.pkl streamlit run app.py`;\n"
+               f"- Train them: `captioner train --config {recipe}` writes both files;\n"
+               f"- or point the app at yours: `CAPTIONER_MODEL{suffix}=path/mymodel.h5 "
+               f"CAPTIONER_TOKENIZER{suffix}=path/tokenizer.pkl streamlit run app.py`;\n"
                "- or use **Load another model** in the sidebar.")
     st.markdown(fix)
+
+
+def language_selector(models: dict[str, gallery.ModelPaths]) -> tuple[list[str], list[str]]:
+    """Pills for the languages whose model files are here (the first one picked at the start), and a
+    note for each of the others saying how to get it. Returns the offered and the picked languages."""
+    offered = [lang for lang, paths in models.items() if not gallery.missing_files(paths)]
+    for lang in models:
+        if lang not in offered:
+            st.caption(f":material/translate: **{gallery.language_label(lang)}** is not available: "
+                       f"`{gallery.missing_files(models[lang])[0]}` not found; {gallery.how_to_get(lang)}.")
+    if not offered:
+        return [], []
+    # Kept through reruns; languages whose files went away since are dropped before the widget is drawn.
+    st.session_state.languages = [lang for lang in st.session_state.get("languages", offered[:1]) if lang in offered]
+    return offered, st.pills("Caption languages", offered, selection_mode="multi", format_func=gallery.language_label,
+                    key="languages", help="Pick several to see each photo's captions side by side. Every "
+                                          "language has its own model; the photo is encoded once for all.")
+
+
+def load_models(models: dict[str, gallery.ModelPaths], languages: list[str]
+                ) -> tuple[dict[str, gallery.LoadedModel], dict[str, CaptionerError]]:
+    """The loaded model of each language, and the error of each that could not be loaded."""
+    loaded, failed = {}, {}
+    for lang in languages:
+        paths = models[lang]
+        try:
+            loaded[lang] = get_model(paths.model, paths.tokenizer, paths.encoder_weights)
+        except CaptionerError as error:
+            failed[lang] = error
+    return loaded, failed
 
 
 def chosen_images() -> list[tuple[str, str, ImageSource]]:
@@ -124,9 +178,10 @@ def chosen_images() -> list[tuple[str, str, ImageSource]]:
     return items
 
 
-def caption_all(loaded: gallery.LoadedModel, options: DecodeOptions, items) -> list[gallery.ImageResult]:
-    """Captions for the chosen images; only new images (or new settings) are computed on a rerun."""
-    state = (loaded.paths, options)
+def caption_all(loaded: dict[str, gallery.LoadedModel], options: DecodeOptions, items) -> list[gallery.ImageResult]:
+    """Captions for the chosen images in every picked language; only new images (or new languages or
+    settings) are computed on a rerun."""
+    state = (tuple((lang, item.paths) for lang, item in loaded.items()), options)
     if st.session_state.get("results_for") != state:
         st.session_state.results_for, st.session_state.results = state, {}
     done = st.session_state.results
@@ -135,42 +190,58 @@ def caption_all(loaded: gallery.LoadedModel, options: DecodeOptions, items) -> l
         bar = st.progress(0.0, text=f"Captioning {len(todo)} image{'s' * (len(todo) > 1)}…")
         with st.spinner("Looking at your photos…"):
             fresh = gallery.caption_images(
-                loaded.captioner, [(name, source) for _, name, source in todo], options,
-                progress=lambda n, total: bar.progress(n / total, text=f"Captioned {n} of {total}"))
+                {lang: item.captioner for lang, item in loaded.items()}, [(name, source) for _, name, source in todo],
+                options, progress=lambda n, total: bar.progress(n / total, text=f"Captioned {n} of {total}"))
         bar.empty()
         done.update({key: result for (key, _, _), result in zip(todo, fresh, strict=True)})
     st.session_state.results = {key: done[key] for key, _, _ in items}  # forget removed images
     return [done[key] for key, _, _ in items]
 
 
-def card(index: int, result: gallery.ImageResult) -> None:
+def caption_block(index: int, lang: str, caption: Caption, labelled: bool) -> None:
+    """One language's caption of a card: text, confidence, copyable alt text, n-best list."""
+    if labelled:
+        st.caption(f":material/translate: {gallery.language_label(lang)}")
+    with st.container(key=f"caption_{index}_{lang}"):
+        st.markdown(f"**{md(caption.text)}**")
+    st.progress(caption.confidence, text=f"confidence {caption.confidence:.0%}")
+    st.code(gallery.alt_text(caption), language=None, wrap_lines=True)  # has a copy button
+    if len(caption.alternatives) > 1:
+        with st.expander(f"{len(caption.alternatives)} best captions"):
+            st.markdown("\n".join(f"{rank}. {md(alt.text)} — {alt.confidence:.0%}"
+                                  for rank, alt in enumerate(caption.alternatives, 1)))
+
+
+def card(index: int, result: gallery.ImageResult, languages: list[str]) -> None:
+    """An image with its caption in each language: below it for one language, beside it for several."""
     with st.container(border=True, key=f"card_{index}"):
-        if result.image is not None:
-            st.image(result.image, width="stretch", alt=result.alt_text or result.name)
-        st.caption(md(result.name))
-        if result.error:
-            with st.container(key=f"error_{index}"):
-                st.error(result.error, icon=":material/broken_image:")
-            return
-        caption = result.caption
-        with st.container(key=f"caption_{index}"):
-            st.markdown(f"**{md(caption.text)}**")
-        st.progress(caption.confidence, text=f"confidence {caption.confidence:.0%}")
-        for note in result.notes:
-            st.info(note, icon=":material/info:")
-        st.code(result.alt_text, language=None, wrap_lines=True)  # has a copy button
-        if len(caption.alternatives) > 1:
-            with st.expander(f"{len(caption.alternatives)} best captions"):
-                st.markdown("\n".join(f"{rank}. {md(alt.text)} — {alt.confidence:.0%}"
-                                      for rank, alt in enumerate(caption.alternatives, 1)))
+        several = len(languages) > 1
+        slots = (st.columns([2] + [3] * len(languages)) if several
+                 else [st.container() for _ in range(len(languages) + 1)])
+        with slots[0]:
+            if result.image is not None:
+                first = next(iter(result.captions.values()), None)
+                st.image(result.image, width="stretch", alt=gallery.alt_text(first) if first else result.name)
+            st.caption(md(result.name))
+            for note in result.notes:
+                st.info(note, icon=":material/info:")
+            if result.error:
+                with st.container(key=f"error_{index}"):
+                    st.error(result.error, icon=":material/broken_image:")
+                return
+        for slot, lang in zip(slots[1:], languages, strict=True):
+            with slot:
+                caption_block(index, lang, result.captions[lang], labelled=several)
 
 
-def captions_tab(results: list[gallery.ImageResult]) -> None:
-    for start in range(0, len(results), GRID_COLUMNS):
-        for column, (index, result) in zip(st.columns(GRID_COLUMNS), enumerate(results[start:start + GRID_COLUMNS],
-                                                                                 start), strict=False):
+def captions_tab(results: list[gallery.ImageResult], languages: list[str]) -> None:
+    """A grid of cards, three a row; one a row when each card holds several languages side by side."""
+    per_row = GRID_COLUMNS if len(languages) == 1 else 1
+    for start in range(0, len(results), per_row):
+        for column, (index, result) in zip(st.columns(per_row), enumerate(results[start:start + per_row], start),
+                                           strict=False):
             with column:
-                card(index, result)
+                card(index, result, languages)
 
 
 def word_labels(words: list[str]) -> list[str]:
@@ -183,17 +254,24 @@ def word_labels(words: list[str]) -> list[str]:
     return labels
 
 
-def explain_tab(results: list[gallery.ImageResult], grid_shape: tuple[int, int]) -> None:
-    """Show-Attend-Tell style: where the decoder looked for each word."""
-    captioned = [r for r in results if r.caption and r.caption.words]
+def explain_tab(results: list[gallery.ImageResult], loaded: dict[str, gallery.LoadedModel]) -> None:
+    """Show-Attend-Tell style: where the decoder looked for each word, in one of the picked languages."""
+    languages = list(loaded)
+    lang = languages[0]
+    if len(languages) > 1:
+        lang = st.radio("Language", languages, horizontal=True, format_func=gallery.language_label,
+                        key="explain_lang")
+    grid_shape = loaded[lang].captioner.grid_shape
+    captioned = [r for r in results if lang in r.captions and r.captions[lang].words]
     if not captioned:
         st.info("No captions to explain yet.")
         return
     chosen = st.selectbox("Image", range(len(captioned)), format_func=lambda i: captioned[i].name)
     result = captioned[chosen]
-    words, attention = result.caption.words, result.caption.attention
+    caption = result.captions[lang]
+    words, attention = caption.words, caption.attention
     labels = word_labels(words)
-    label = st.segmented_control("Word", labels, default=labels[0], key=f"word_{chosen}_{result.caption.text}")
+    label = st.segmented_control("Word", labels, default=labels[0], key=f"word_{chosen}_{lang}_{caption.text}")
     picked = labels.index(label) if label else 0
     left, right, _ = st.columns(3)
     left.image(result.image, caption="input", width="stretch")
@@ -205,32 +283,43 @@ def explain_tab(results: list[gallery.ImageResult], grid_shape: tuple[int, int])
     st.image([overlay(small, weights, grid_shape) for weights in attention], caption=words, width=STRIP_WIDTH)
 
 
-def export_tab(results: list[gallery.ImageResult]) -> None:
+def export_tab(results: list[gallery.ImageResult], languages: list[str]) -> None:
+    """Downloads and a table with one row per image and language."""
     left, right, _ = st.columns([1, 1, 3])
     left.download_button("Download CSV", gallery.to_csv(results), "captions.csv", "text/csv", on_click="ignore",
                          icon=":material/download:")
     right.download_button("Download JSON", gallery.to_json(results), "captions.json", "application/json",
                           on_click="ignore", icon=":material/download:")
-    st.dataframe([{"file": r.name, "caption": r.caption.text if r.caption else "",
-                   "confidence": round(r.caption.confidence, 3) if r.caption else None,
-                   "problem": r.error or ""} for r in results], width="stretch", hide_index=True)
+    st.dataframe([{"file": row["file"], "language": row["language"], "caption": row["caption"],
+                   "confidence": row["confidence"], "problem": row["error"]} for row in gallery.export_rows(results)],
+                 width="stretch", hide_index=True)
     st.caption("Alt text, one image a line (copy button at the right):")
-    st.code("\n".join(f'{r.name}: {r.alt_text}' for r in results if r.caption), language=None, wrap_lines=True)
+    tag = (lambda lang: f" ({lang})") if len(languages) > 1 else (lambda lang: "")
+    st.code("\n".join(f"{r.name}{tag(lang)}: {gallery.alt_text(caption)}" for r in results
+                      for lang, caption in r.captions.items()), language=None, wrap_lines=True)
 
 
 def main() -> None:
     st.title(":material/photo_library: captioner")
     st.markdown("Describe your photos in words, *Show, Attend and Tell* style, and see where the model "
                 "looked for each word.")
-    paths = st.session_state.setdefault("paths", gallery.ModelPaths.from_env())
-    try:
-        loaded = get_model(paths.model, paths.tokenizer, paths.encoder_weights)
-    except CaptionerError as error:
-        model_form(paths, expanded=True)
-        missing_model(error, paths)
+    models = st.session_state.setdefault("models", gallery.language_models())
+    offered, picked = language_selector(models)
+    # With no model files at all, loading English says precisely what is missing.
+    loaded, failed = load_models(models, picked if offered else ["en"])
+    if failed and not loaded:
+        lang, error = next(iter(failed.items()))
+        model_form(models, lang, expanded=True)
+        missing_model(error, lang, models[lang])
         st.stop()
+    if not loaded:
+        model_form(models, offered[0])
+        st.info("Pick at least one caption language above.", icon=":material/translate:")
+        return
+    for lang, error in failed.items():
+        st.error(f"**{gallery.language_label(lang)}** could not be loaded: {md(str(error))}", icon=":material/block:")
     model_panel(loaded)
-    model_form(paths)
+    model_form(models, next(iter(loaded)))
     options = decoding_controls()
 
     items = chosen_images()
@@ -238,16 +327,16 @@ def main() -> None:
         st.info("Drop one or more photos above, or pick an example, to get captions.", icon=":material/upload:")
         return
     results = caption_all(loaded, options, items)
-    good = sum(r.caption is not None for r in results)
+    good = sum(bool(r.captions) for r in results)
     st.caption(f"{good} of {len(results)} image{'s' * (len(results) > 1)} captioned"
                + (f"; {len(results) - good} could not be read." if good < len(results) else "."))
     captions, explain, export = st.tabs(["Captions", "Explain", "Export"])
     with captions:
-        captions_tab(results)
+        captions_tab(results, list(loaded))
     with explain:
-        explain_tab(results, loaded.captioner.grid_shape)
+        explain_tab(results, loaded)
     with export:
-        export_tab(results)
+        export_tab(results, list(loaded))
 
 
 main()

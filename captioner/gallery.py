@@ -1,4 +1,4 @@
-"""Caption a gallery of user images: per-image result or error, example photos, exports.
+"""Caption a gallery of user images: per-image result or error, in one or several languages, exports.
 
 The Streamlit app (app.py) is a thin page over these helpers, so everything it does to images
 and captions is plain Python that the CLI, notebooks and tests can use too.
@@ -11,12 +11,14 @@ import io
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PIL import Image
 
-from captioner.api import Captioner, load
+from captioner.api import SHIPPED_LANGUAGES, Captioner, load, shipped_model_paths
 from captioner.decode import GREEDY, Caption, DecodeOptions
 from captioner.errors import ImageError
 from captioner.images import ImageSource, load_image
@@ -55,6 +57,49 @@ class ModelPaths:
                    os.environ.get("CAPTIONER_ENCODER_WEIGHTS") or cls.encoder_weights)
 
 
+#: How each shipped language is named to its readers, beside its English name.
+NATIVE_NAMES = {"en": "English", "zh": "中文", "de": "Deutsch"}
+
+
+def language_label(lang: str) -> str:
+    """'中文 · Chinese' for a language code; the code itself for one we ship no model for."""
+    english = SHIPPED_LANGUAGES.get(lang, lang)
+    native = NATIVE_NAMES.get(lang, english)
+    return english if native == english else f"{native} · {english}"
+
+
+def language_models(environ: Mapping[str, str] = os.environ) -> dict[str, ModelPaths]:
+    """Where each of SHIPPED_LANGUAGES' models is: environment variables, else the shipped layout.
+
+    English reads CAPTIONER_MODEL / CAPTIONER_TOKENIZER (as ModelPaths.from_env), another language
+    CAPTIONER_MODEL_<LANG> / CAPTIONER_TOKENIZER_<LANG> (e.g. CAPTIONER_MODEL_ZH); without them the
+    files are those `api.shipped_model_paths` names (models/<lang>/ for all but English).
+    CAPTIONER_ENCODER_WEIGHTS applies to every language.
+    """
+    weights = environ.get("CAPTIONER_ENCODER_WEIGHTS") or ModelPaths.encoder_weights
+    models = {}
+    for lang in SHIPPED_LANGUAGES:
+        suffix = "" if lang == "en" else f"_{lang.upper()}"
+        model, tokenizer = shipped_model_paths(lang)
+        models[lang] = ModelPaths(environ.get(f"CAPTIONER_MODEL{suffix}") or str(model),
+                                  environ.get(f"CAPTIONER_TOKENIZER{suffix}") or str(tokenizer), weights)
+    return models
+
+
+def missing_files(paths: ModelPaths) -> list[str]:
+    """The model and tokenizer files of `paths` that do not exist (empty: the language can be offered)."""
+    return [name for name in (paths.model, paths.tokenizer) if not Path(name).is_file()]
+
+
+def how_to_get(lang: str) -> str:
+    """Markdown: how to get a language's model files, for a page that cannot offer the language yet."""
+    recipe = "configs/flickr8k.yaml" if lang == "en" else f"configs/flickr8k_{lang}.yaml"
+    model, tokenizer = shipped_model_paths(lang)
+    suffix = "" if lang == "en" else f"_{lang.upper()}"
+    return (f"train it with `captioner train --config {recipe}` and put its `mymodel.h5` + `tokenizer.pkl` "
+            f"at `{model}` and `{tokenizer}`, or set `CAPTIONER_MODEL{suffix}` and `CAPTIONER_TOKENIZER{suffix}`")
+
+
 @dataclass
 class LoadedModel:
     """A ready captioner (encoder built) and when it was loaded, to show and to share."""
@@ -86,25 +131,22 @@ def model_scores(extra: dict | None) -> dict[str, dict[str, float]]:
 
 @dataclass
 class ImageResult:
-    """One gallery entry: its caption, or the reason it has none."""
+    """One gallery entry: its caption in each language, or the reason it has none."""
 
     name: str
     image: Image.Image | None = None  # upright RGB, for previews and attention overlays
-    caption: Caption | None = None
+    captions: dict[str, Caption] = field(default_factory=dict)  # language code → caption
     error: str | None = None
     notes: list[str] = field(default_factory=list)  # e.g. "animated: the first frame was captioned"
 
-    @property
-    def alt_text(self) -> str:
-        return alt_text(self.caption) if self.caption else ""
-
 
 def alt_text(caption: Caption) -> str:
-    """The caption as a sentence for an <img alt="…">: capitalised, one full stop."""
+    """The caption as a sentence for an <img alt="…">: capitalised, one full stop ("。" after Chinese)."""
     text = caption.text.strip()
     if not text:
         return ""
-    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?", "。")) else ".")
+    stop = "。" if unicodedata.east_asian_width(text[-1]) in "WF" else "."
+    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?", "。")) else stop)
 
 
 def _named(source: ImageSource, name: str) -> ImageSource:
@@ -144,48 +186,81 @@ def read_images(items: Sequence[tuple[str, ImageSource]]) -> list[ImageResult]:
     return results
 
 
-def caption_images(model: Captioner, items: Sequence[tuple[str, ImageSource]], options: DecodeOptions = GREEDY,
-                   batch_size: int = 8, progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
-    """Caption many images; a bad one gets a clear `error` and never stops the others.
+def caption_in_languages(models: Mapping[str, Captioner], images: Sequence[ImageSource],
+                         options: DecodeOptions = GREEDY) -> list[dict[str, Caption]]:
+    """Each image's caption by every model of {language: Captioner}, in the mapping's order.
 
-    `progress(done, total)` is called after each batch, for a progress bar.
+    The CNN is the slow part, so captioners trained on the same encoder features (same
+    `info.encoder` and `info.image_size`) decode from one encoding of the batch; a model on another
+    encoder gets its own. Each model keeps its vocabulary, so Chinese comes back without spaces.
+    The captioners are expected to use the same encoder weights (ImageNet, as the app loads them).
     """
+    groups: dict[tuple[str, int], list[str]] = {}
+    for lang, model in models.items():
+        groups.setdefault((model.info.encoder, model.info.image_size), []).append(lang)
+    found: list[dict[str, Caption]] = [{} for _ in images]
+    if not images:
+        return found
+    for langs in groups.values():
+        features = models[langs[0]].encode(images)
+        for lang in langs:
+            for row, caption in zip(found, models[lang].caption_features(features, options), strict=True):
+                row[lang] = caption
+    return [{lang: row[lang] for lang in models} for row in found]
+
+
+def caption_images(models: Captioner | Mapping[str, Captioner], items: Sequence[tuple[str, ImageSource]],
+                   options: DecodeOptions = GREEDY, batch_size: int = 8,
+                   progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
+    """Caption many images in one language (a Captioner) or several ({language: Captioner}).
+
+    A bad image gets a clear `error` and never stops the others; each readable one is encoded once
+    per batch however many languages share its encoder. `progress(done, total)` is called after
+    each batch, for a progress bar.
+    """
+    if isinstance(models, Captioner):
+        models = {models.info.lang: models}
     results = read_images(items)
     readable = [r for r in results if r.image is not None]
     for start in range(0, len(readable), batch_size):
         batch = readable[start:start + batch_size]
-        for result, caption in zip(batch, model.caption_many([r.image for r in batch], options), strict=True):
-            result.caption = caption
+        for result, captions in zip(batch, caption_in_languages(models, [r.image for r in batch], options),
+                                    strict=True):
+            result.captions = captions
         if progress:
             progress(min(start + batch_size, len(readable)), len(readable))
     return results
 
 
-EXPORT_FIELDS = ("file", "caption", "alt_text", "confidence", "alternatives", "error")
+EXPORT_FIELDS = ("file", "language", "caption", "alt_text", "confidence", "alternatives", "error")
 
 
-def _rows(results: Sequence[ImageResult]) -> list[dict]:
-    return [{"file": r.name,
-             "caption": r.caption.text if r.caption else "",
-             "alt_text": r.alt_text,
-             "confidence": round(r.caption.confidence, 4) if r.caption else None,
-             "alternatives": [{"caption": a.text, "confidence": round(a.confidence, 4)}
-                              for a in (r.caption.alternatives[1:] if r.caption else [])],
-             "error": r.error or ""}
-            for r in results]
+def export_rows(results: Sequence[ImageResult]) -> list[dict]:
+    """One row per image and language; an image without captions gets one row with its error."""
+    rows = []
+    for r in results:
+        for lang, caption in r.captions.items() or [("", None)]:
+            rows.append({"file": r.name, "language": lang,
+                         "caption": caption.text if caption else "",
+                         "alt_text": alt_text(caption) if caption else "",
+                         "confidence": round(caption.confidence, 4) if caption else None,
+                         "alternatives": [{"caption": a.text, "confidence": round(a.confidence, 4)}
+                                          for a in (caption.alternatives[1:] if caption else [])],
+                         "error": r.error or ""})
+    return rows
 
 
 def to_json(results: Sequence[ImageResult]) -> str:
-    """All captions as a JSON list of {file, caption, alt_text, confidence, alternatives, error}."""
-    return json.dumps(_rows(results), ensure_ascii=False, indent=2)
+    """All captions as a JSON list of {file, language, caption, alt_text, confidence, alternatives, error}."""
+    return json.dumps(export_rows(results), ensure_ascii=False, indent=2)
 
 
 def to_csv(results: Sequence[ImageResult]) -> str:
-    """All captions as CSV; alternatives are joined with " | " to stay one row per image."""
+    """All captions as CSV, one row per image and language; alternatives are joined with " | "."""
     out = io.StringIO()
     writer = csv.DictWriter(out, EXPORT_FIELDS, lineterminator="\n")
     writer.writeheader()
-    for row in _rows(results):
+    for row in export_rows(results):
         row["alternatives"] = " | ".join(a["caption"] for a in row["alternatives"])
         row["confidence"] = "" if row["confidence"] is None else row["confidence"]
         writer.writerow(row)

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         page.get_by_text("Drop one or more photos").wait_for(timeout=WAIT_MS)
         upload(page, photos)
         for index in range(len(photos)):
-            page.locator(f".st-key-caption_{index}").wait_for(timeout=WAIT_MS)
+            page.locator(f".st-key-caption_{index}_en").wait_for(timeout=WAIT_MS)
         page.wait_for_timeout(2000)  # let images and the progress bars finish drawing
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=args.output)

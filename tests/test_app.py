@@ -1,18 +1,22 @@
 """The Streamlit app through Streamlit's own harness (AppTest): examples, decoding, explain, export,
-missing model, bad uploads and a model shared between sessions. Real browser: test_app_browser.py."""
+missing model, bad uploads, a model shared between sessions and captions in several languages side
+by side. Real browser: test_app_browser.py."""
 
 from __future__ import annotations
 
+import io
+import random
 import re
 import shutil
 
 import pytest
 from app_files import AWKWARD_FILES, shape_png
-from conftest import ROOT
+from conftest import ROOT, draw_shape
 from streamlit.testing.v1 import AppTest
 
 import captioner
 from captioner import gallery
+from captioner.artifacts import load_vocabulary
 from captioner.decode import DecodeOptions
 
 pytestmark = pytest.mark.slow
@@ -21,13 +25,26 @@ TIMEOUT = 180  # a cold run loads TensorFlow, the model and MobileNetV2 on a bus
 
 
 @pytest.fixture
-def app_env(shapes_model, monkeypatch):
-    """Point the app at the model the tests trained (never at runs/ or a shipped model)."""
+def app_env(shapes_model, monkeypatch, tmp_path):
+    """Point the app at the model the tests trained (never at runs/ or a shipped model); the other
+    languages at files that do not exist, so that models committed to models/<lang>/ change nothing."""
     result = shapes_model["result"]
     monkeypatch.setenv("CAPTIONER_MODEL", str(result.model_path))
     monkeypatch.setenv("CAPTIONER_TOKENIZER", str(result.vocab_path))
     monkeypatch.setenv("CAPTIONER_ENCODER_WEIGHTS", str(shapes_model["weights"]))
+    for lang in ("zh", "de"):
+        monkeypatch.setenv(f"CAPTIONER_MODEL_{lang.upper()}", str(tmp_path / "absent" / lang / "mymodel.h5"))
+        monkeypatch.setenv(f"CAPTIONER_TOKENIZER_{lang.upper()}", str(tmp_path / "absent" / lang / "tokenizer.pkl"))
     return shapes_model
+
+
+@pytest.fixture
+def bilingual_env(app_env, chinese_shapes_model, monkeypatch):
+    """English and Chinese shapes models; German stays missing."""
+    result = chinese_shapes_model["result"]
+    monkeypatch.setenv("CAPTIONER_MODEL_ZH", str(result.model_path))
+    monkeypatch.setenv("CAPTIONER_TOKENIZER_ZH", str(result.vocab_path))
+    return {"en": app_env, "zh": chinese_shapes_model}
 
 
 def start() -> AppTest:
@@ -41,9 +58,9 @@ def plain(markdown: str) -> str:
     return re.sub(r"\\(.)", r"\1", markdown)
 
 
-def caption_of(at: AppTest, index: int) -> str:
-    """The caption shown on card `index` (bold Markdown)."""
-    return plain(at.main.get_by_key(f"caption_{index}").markdown[0].value).strip("*")
+def caption_of(at: AppTest, index: int, lang: str = "en") -> str:
+    """The caption in `lang` shown on card `index` (bold Markdown)."""
+    return plain(at.main.get_by_key(f"caption_{index}_{lang}").markdown[0].value).strip("*")
 
 
 def cards(at: AppTest) -> list:
@@ -121,7 +138,7 @@ def test_bad_uploads_get_a_message_and_the_others_their_caption(app_env):
     assert "5 of 9 images captioned; 4 could not be read." in [c.value for c in at.main.caption]
 
 
-def test_missing_model_shows_what_is_missing_and_how_to_get_it(monkeypatch, tmp_path):
+def test_missing_model_shows_what_is_missing_and_how_to_get_it(app_env, monkeypatch, tmp_path):
     monkeypatch.setenv("CAPTIONER_MODEL", str(tmp_path / "mymodel.h5"))
     monkeypatch.setenv("CAPTIONER_TOKENIZER", str(tmp_path / "tokenizer.pkl"))
     at = start()
@@ -167,3 +184,94 @@ def test_two_sessions_share_one_loaded_model(app_env, monkeypatch, tmp_path):
     assert len(loads) == 1
     loaded_at = [at.sidebar.caption[-1].value for at in (first, second)]
     assert loaded_at[0] == loaded_at[1] and loaded_at[0].startswith("Loaded at")
+
+
+def test_english_and_chinese_captions_side_by_side(bilingual_env):
+    at = start()
+    assert at.pills(key="languages").value == ["en"]  # English alone until more are picked
+    at.pills(key="languages").set_value(["en", "zh"]).run()
+    image = draw_shape("square", "blue", "black", random.Random(2))
+    at.file_uploader[0].set_value([("square.png", _png(image), "image/png"),
+                                   ("bad.jpg", b"nope", "image/jpeg")]).run()
+    assert not at.exception
+    options = DecodeOptions(beam_size=3, n_best=3)  # the sidebar's defaults
+    for lang, trained in bilingual_env.items():
+        model = captioner.load(trained["result"].model_path, trained["result"].vocab_path, trained["weights"])
+        assert caption_of(at, 0, lang) == model.caption(image, options).text  # same as the model alone
+    chinese = caption_of(at, 0, "zh")
+    assert chinese and " " not in chinese  # characters joined without spaces
+    assert set(chinese) <= set(load_vocabulary(bilingual_env["zh"]["result"].vocab_path).tokens)
+    card = at.main.get_by_key("card_0")
+    assert [c.value for c in card.caption if "translate" in c.value] == [
+        ":material/translate: English", ":material/translate: 中文 · Chinese"]  # each column says its language
+    assert len([p for p in card.get("progress") if "confidence" in (p.proto.text or "")]) == 2
+    assert at.main.get_by_key("card_1").error  # the unreadable file still gets its message
+
+    rows = at.main.dataframe[-1].value  # the export table: one row per image and language
+    assert list(zip(rows["file"], rows["language"], strict=True)) == [("square.png", "en"), ("square.png", "zh"),
+                                                                      ("bad.jpg", "")]
+    assert at.code[-1].value.splitlines()[1] == f"square.png (zh): {chinese}。"
+
+    at.radio(key="explain_lang").set_value("zh").run()  # the Explain tab in Chinese: one map per character
+    assert at.main.image[-1].captions == list(chinese)
+
+
+def test_unavailable_language_says_how_to_get_it(bilingual_env):
+    at = start()
+    assert at.pills(key="languages").options == ["English", "中文 · Chinese"]  # German has no model here
+    note = next(c.value for c in at.main.caption if "Deutsch" in c.value)
+    assert "is not available" in note and "mymodel.h5` not found" in note
+    assert "configs/flickr8k_de.yaml" in note and "CAPTIONER_MODEL_DE" in note
+    at.pills(key="examples").set_value(["Coffee"]).run()
+    assert not at.exception and caption_of(at, 0)
+
+
+def test_a_language_model_that_fails_to_load_leaves_the_others_working(bilingual_env, monkeypatch, tmp_path):
+    broken = tmp_path / "de"
+    broken.mkdir()
+    (broken / "mymodel.h5").write_bytes(b"not a model")
+    (broken / "tokenizer.pkl").write_bytes(b"not a vocabulary")
+    monkeypatch.setenv("CAPTIONER_MODEL_DE", str(broken / "mymodel.h5"))
+    monkeypatch.setenv("CAPTIONER_TOKENIZER_DE", str(broken / "tokenizer.pkl"))
+    at = start()
+    at.pills(key="languages").set_value(["en", "de"]).run()
+    assert not at.exception
+    assert at.error[0].value.startswith("**Deutsch · German** could not be loaded:")
+    at.file_uploader[0].set_value(("shape.png", shape_png(), "image/png")).run()
+    assert caption_of(at, 0)
+    assert len(at.main.get_by_key("card_0").get("progress")) == 1  # English only, no empty German column
+
+
+def test_sidebar_loads_a_model_for_another_language(app_env, chinese_shapes_model):
+    at = start()
+    assert at.pills(key="languages").options == ["English"]
+    result = chinese_shapes_model["result"]
+    at.sidebar.selectbox[0].set_value("zh")
+    at.sidebar.text_input[0].set_value(str(result.model_path))
+    at.sidebar.text_input[1].set_value(str(result.vocab_path))
+    at.sidebar.button[0].click().run()
+    assert not at.exception and not at.error
+    assert at.pills(key="languages").value == ["en", "zh"]  # the loaded language is picked at once
+    assert any("中文 · Chinese" in m.value and result.model_path.name in plain(m.value) for m in at.sidebar.markdown)
+
+
+def test_each_language_model_is_loaded_once_per_process(bilingual_env, monkeypatch, tmp_path):
+    result = bilingual_env["zh"]["result"]
+    folder = tmp_path / "zh"  # paths no earlier test loaded
+    folder.mkdir()
+    monkeypatch.setenv("CAPTIONER_MODEL_ZH", str(shutil.copy(result.model_path, folder)))
+    monkeypatch.setenv("CAPTIONER_TOKENIZER_ZH", str(shutil.copy(result.vocab_path, folder)))
+    loads = []
+    real = gallery.load_captioner
+    monkeypatch.setattr(gallery, "load_captioner", lambda paths: loads.append(paths.model) or real(paths))
+    for at in (start(), start()):
+        at.pills(key="languages").set_value(["en", "zh"]).run()
+        at.file_uploader[0].set_value(("shape.png", shape_png(), "image/png")).run()
+        assert caption_of(at, 0, "zh")
+    assert loads.count(str(folder / "mymodel.h5")) == 1
+
+
+def _png(image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()

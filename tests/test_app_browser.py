@@ -22,12 +22,15 @@ WAIT_MS = 120_000  # first caption: TensorFlow, the model and MobileNetV2 load o
 
 
 @pytest.fixture(scope="module")
-def server(shapes_model):
+def server(shapes_model, tmp_path_factory):
     if not Path(appdriver.CHROMIUM).is_file():
         pytest.skip(f"needs Debian's chromium at {appdriver.CHROMIUM} (apt-get install chromium)")
     result = shapes_model["result"]
+    absent = tmp_path_factory.mktemp("absent")  # other languages: no model, whatever models/ holds
     env = {"CAPTIONER_MODEL": str(result.model_path), "CAPTIONER_TOKENIZER": str(result.vocab_path),
-           "CAPTIONER_ENCODER_WEIGHTS": str(shapes_model["weights"])}
+           "CAPTIONER_ENCODER_WEIGHTS": str(shapes_model["weights"]),
+           **{f"CAPTIONER_{kind}_{lang}": str(absent / name) for lang in ("ZH", "DE")
+              for kind, name in (("MODEL", "mymodel.h5"), ("TOKENIZER", "tokenizer.pkl"))}}
     with appdriver.serve_app(env) as running:
         yield running
 
@@ -61,7 +64,7 @@ def test_upload_a_photo_and_a_corrupt_file(server, browser, photo, tmp_path, sha
     page = open_app(browser, server.url)
     appdriver.upload(page, [photo, corrupt])
 
-    caption = page.locator(".st-key-caption_0")
+    caption = page.locator(".st-key-caption_0_en")
     caption.wait_for(timeout=WAIT_MS)
     words = caption.inner_text().split()
     vocab = load_vocabulary(shapes_model["result"].vocab_path)
@@ -85,8 +88,8 @@ def test_two_tabs_caption_at_once_with_one_shared_model(server, browser, photo):
         appdriver.upload(page, [photo])
     captions = []
     for page in pages:
-        page.locator(".st-key-caption_0").wait_for(timeout=WAIT_MS)
-        captions.append(page.locator(".st-key-caption_0").inner_text())
+        page.locator(".st-key-caption_0_en").wait_for(timeout=WAIT_MS)
+        captions.append(page.locator(".st-key-caption_0_en").inner_text())
     assert captions[0] and captions[0] == captions[1]
     loaded = [page.get_by_text("Loaded at").first.inner_text() for page in pages]
     assert loaded[0] == loaded[1]  # the same load, not one per session
