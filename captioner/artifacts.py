@@ -114,6 +114,32 @@ def read_model_info(model_path: str | os.PathLike) -> ModelInfo:
     return ModelInfo(**json.loads(raw))
 
 
+METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
+
+
+def score_tables(extra: dict | None) -> dict[str, dict[str, float]]:
+    """The score tables of a model's `extra` facts, e.g. {"dev greedy": {"BLEU-4": 0.21, …}}: dicts
+    of numbers keyed by caption metrics."""
+    return {name: {metric: float(value) for metric, value in table.items()}
+            for name, table in (extra or {}).items()
+            if isinstance(table, dict) and table and set(table) <= set(METRICS)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in table.values())}
+
+
+def without_scores(extra: dict | None) -> dict:
+    """A model's `extra` facts less its score tables: the recipe and provenance."""
+    return {name: value for name, value in (extra or {}).items() if name not in score_tables(extra)}
+
+
+def record_scores(model_path: str | os.PathLike, scores: dict[str, dict[str, float]]) -> None:
+    """Store score tables (e.g. {"dev beam 3": {"BLEU-4": 0.21, …}}) in a saved model's metadata, where
+    the app's model panel reads them, in place of the quick ones training stored; weights are untouched."""
+    info = read_model_info(model_path)
+    extra = {**without_scores(info.extra), **scores}
+    with h5py.File(model_path, "r+") as f:
+        f.attrs[METADATA_ATTR] = json.dumps({**info.__dict__, "extra": extra})
+
+
 def load_model(model_path: str | os.PathLike, vocab_path: str | os.PathLike,
                ) -> tuple[keras.Model, Vocabulary, ModelInfo]:
     """Load a model and its vocabulary, checking that they belong together."""

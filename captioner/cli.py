@@ -1,4 +1,4 @@
-"""The `captioner` command: extract, train, caption, evaluate. A thin layer over the library."""
+"""The `captioner` command: extract, train, average, caption, evaluate. A thin layer over the library."""
 
 from __future__ import annotations
 
@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
             train.add_argument(f"--{field.name.replace('_', '-')}", type=_config_field_type(field),
                                help=f"default: {field.default}")
 
+    average = commands.add_parser("average", help="average the weights of a model and its fine-tunes",
+                                  description="Save the weighted average of models that share a vocabulary "
+                                              "and architecture, e.g. a cross-entropy model and its SCST "
+                                              "fine-tune (a 'model soup').")
+    average.add_argument("models", nargs="+", help="mymodel.h5 files; each tokenizer.pkl is read from beside it")
+    average.add_argument("--weights", type=float, nargs="+", metavar="W",
+                         help="one weight per model, normalised to sum to 1 (default: equal)")
+    average.add_argument("--output", required=True, help="folder for the averaged mymodel.h5 + tokenizer.pkl")
+
     caption = commands.add_parser("caption", help="caption image files, folders or globs",
                                   description="Print a caption for each image, or write them all to a CSV "
                                               "or JSONL file with --output (resumable).")
@@ -107,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="dev", choices=("train", "dev", "test"))
     evaluate.add_argument("--cache-dir", default="cache/features")
     evaluate.add_argument("--output", help="write the scores as JSON here")
+    evaluate.add_argument("--record", action="store_true",
+                          help="also store the scores in the model file, for the app's model panel")
     evaluate.add_argument("--fast", action="store_true", help="skip Java (PTB tokenizer, METEOR)")
     evaluate.add_argument("--beams", type=int, nargs="+", default=[1, 3], metavar="K",
                           help="beam widths to score, 1 = greedy (default: 1 3)")
@@ -144,6 +155,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise CaptionerError("give --data (a dataset) or --config (a training recipe).")
     result = train(config)
     print(f"caption with: captioner caption --model {result.model_path} --tokenizer {result.vocab_path} IMAGE")
+
+
+def cmd_average(args: argparse.Namespace) -> None:
+    from captioner.average import average_models
+
+    weights = args.weights or [1.0] * len(args.models)
+    output = Path(args.output)
+    average_models([(m, Path(m).with_name("tokenizer.pkl")) for m in args.models], weights,
+                   output / "mymodel.h5", output / "tokenizer.pkl")
+    print(f"saved {output / 'mymodel.h5'} and {output / 'tokenizer.pkl'}")
 
 
 def _check_caption_args(args: argparse.Namespace) -> None:
@@ -236,9 +257,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print("SPICE is not reported: it needs Stanford CoreNLP models downloaded at run time.")
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=2))
+    if args.record:
+        from captioner.artifacts import record_scores
+
+        record_scores(_model_paths(args)[0], rows)
 
 
-COMMANDS = {"extract": cmd_extract, "train": cmd_train, "caption": cmd_caption, "evaluate": cmd_evaluate}
+COMMANDS = {"extract": cmd_extract, "train": cmd_train, "average": cmd_average, "caption": cmd_caption,
+            "evaluate": cmd_evaluate}
 
 
 def _silence_native_logs() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from captioner.api import SHIPPED_LANGUAGES, Captioner, load, shipped_model_paths
+from captioner.artifacts import score_tables
 from captioner.decode import GREEDY, Caption, DecodeOptions
 from captioner.errors import ImageError
 from captioner.images import ImageSource, load_image
@@ -122,11 +123,8 @@ def load_captioner(paths: ModelPaths) -> LoadedModel:
 
 
 def model_scores(extra: dict | None) -> dict[str, dict[str, float]]:
-    """The score tables of a model card's `extra` dict, e.g. {"dev_greedy": {"BLEU-4": 0.21, …}}."""
-    return {name: {metric: float(value) for metric, value in table.items()}
-            for name, table in (extra or {}).items()
-            if isinstance(table, dict) and table
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in table.values())}
+    """The score tables stored in a model file, e.g. {"dev beam 3": {"BLEU-4": 0.21, …}}."""
+    return score_tables(extra)
 
 
 @dataclass

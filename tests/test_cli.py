@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from captioner.artifacts import read_model_info
 from captioner.cli import main
 
-COMMANDS = ("extract", "train", "caption", "evaluate")
+COMMANDS = ("extract", "train", "average", "caption", "evaluate")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -51,16 +53,19 @@ def test_caption_prints_captions_and_reports_bad_files(shapes_model, tmp_path, c
 
 def test_evaluate_prints_metrics_and_writes_json(shapes_model, tmp_path, capsys):
     result = shapes_model["result"]
+    model = tmp_path / "mymodel.h5"
+    shutil.copy(result.model_path, model)  # --record writes into the model file
     out_file = tmp_path / "scores.json"
     code = main(["evaluate", "--data", str(shapes_model["folder"] / "captions.csv"), "--split", "test",
-                 "--model", str(result.model_path), "--tokenizer", str(result.vocab_path),
+                 "--model", str(model), "--tokenizer", str(result.vocab_path),
                  "--encoder-weights", str(shapes_model["weights"]), "--cache-dir", str(tmp_path / "cache"),
-                 "--fast", "--output", str(out_file)])
+                 "--fast", "--output", str(out_file), "--record"])
     assert code == 0
     table = capsys.readouterr().out
     assert "BLEU-4" in table and "CIDEr" in table and "test greedy" in table
     scores = json.loads(out_file.read_text())["test greedy"]
     assert scores["BLEU-4"] > 0.8
+    assert read_model_info(model).extra["test greedy"] == scores  # what the app's model panel shows
 
 
 def test_train_without_data_is_a_clear_error(capsys):

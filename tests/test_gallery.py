@@ -78,7 +78,7 @@ def test_exports_have_one_row_per_image_and_language():
 
 
 def test_model_scores_keeps_only_score_tables():
-    extra = {"dev_greedy": {"BLEU-4": 0.21, "CIDEr": 0.5}, "config": {"data": "x", "epochs": 3},
+    extra = {"dev_greedy": {"BLEU-4": 0.21, "CIDEr": 0.5}, "config": {"data": "x", "epochs": 3}, "lr": {"epochs": 3},
              "test": {"BLEU-4": 1}, "note": "hello", "empty": {}}
     assert gallery.model_scores(extra) == {"dev_greedy": {"BLEU-4": 0.21, "CIDEr": 0.5}, "test": {"BLEU-4": 1.0}}
     assert gallery.model_scores(None) == {}
