@@ -238,7 +238,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import captioner
     from captioner.data import load_dataset
     from captioner.decode import DecodeOptions
-    from captioner.evaluate import evaluate_model, format_table
+    from captioner.evaluate import evaluate_model, format_table, scoring_note
 
     model = captioner.load(*_model_paths(args), args.encoder_weights)
     trained_on = (model.info.extra or {}).get("config", {})
@@ -252,8 +252,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     scores, _ = evaluate_model(model, dataset, args.split, decodings, args.cache_dir, fast=args.fast)
     rows = {f"{args.split} {name}": row for name, row in scores.items()}
     print(format_table(rows))
-    if args.fast:
-        print("(--fast: our tokenizer, no METEOR; omit it for the official PTB tokenization)")
+    print(scoring_note(model.vocab.lang, model.vocab.tokenization, args.fast))
     print("SPICE is not reported: it needs Stanford CoreNLP models downloaded at run time.")
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=2))

@@ -23,6 +23,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from tqdm.auto import tqdm
 
 from captioner.api import Captioner
+from captioner.artifacts import METRICS
 from captioner.data import CaptionDataset
 from captioner.decode import GREEDY, Caption, DecodeOptions
 from captioner.errors import CaptionerError
@@ -30,7 +31,6 @@ from captioner.features import FeatureCache
 from captioner.vocab import tokenize
 
 METEOR_LANGUAGES = {"de": "de", "fr": "fr", "cs": "cz", "es": "es"}  # our code → METEOR 1.5's
-METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
 
 def _require_java() -> None:
@@ -68,6 +68,18 @@ def _meteor(lang: str):
             self.lock = threading.Lock()
 
     return StemMeteor()
+
+
+def scoring_note(lang: str, tokenization: str, fast: bool = False) -> str:
+    """One line saying how captions in `lang` were tokenised for scoring and what METEOR ran."""
+    if fast:
+        return "(--fast: our tokenizer, no METEOR; omit it for the official PTB tokenization)"
+    if lang == "en":
+        return "Tokenised with the PTB tokenizer; METEOR 1.5 (English, with paraphrases)."
+    units = "characters" if tokenization == "chars" else "words (Unicode tokenizer, not the English PTB one)"
+    meteor = (f"METEOR 1.5 in its '{METEOR_LANGUAGES[lang]}' mode, exact and stem matches only"
+              if lang in METEOR_LANGUAGES else f"METEOR not reported: METEOR 1.5 has no support for '{lang}'")
+    return f"Scored on {units}; {meteor}."
 
 
 def _unicode_tokenize(texts: Mapping[str, Sequence[str]], tokenization: str) -> dict[str, list[str]]:
