@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+from matplotlib import font_manager
 from matplotlib.figure import Figure
 from PIL import Image
 
 from captioner.decode import Caption
+
+#: Fonts with Chinese glyphs, which matplotlib's default DejaVu Sans lacks; the first installed is used.
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
+             "SimHei", "Microsoft YaHei", "PingFang SC")
+
+
+@functools.cache
+def caption_fonts() -> list[str]:
+    """Font family for caption text in figures: DejaVu Sans, then an installed CJK font that matplotlib
+    falls back on glyph by glyph, so Chinese captions are not drawn as boxes. Without one (e.g.
+    `apt-get install fonts-noto-cjk` adds one) Chinese shows as boxes."""
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return ["DejaVu Sans", *[name for name in CJK_FONTS if name in installed][:1]]
 
 
 def heatmap(weights: np.ndarray, grid_shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
@@ -39,9 +55,9 @@ def attention_figure(image: Image.Image, caption: Caption, grid_shape: tuple[int
     for index, (word, picture) in enumerate(panels):
         ax = fig.add_subplot(rows, columns, index + 1)
         ax.imshow(picture)
-        ax.set_title(word or "input", fontsize=12)
+        ax.set_title(word or "input", fontsize=12, fontfamily=caption_fonts())
         ax.axis("off")
-    fig.suptitle(caption.text, fontsize=13)
+    fig.suptitle(caption.text, fontsize=13, fontfamily=caption_fonts())
     fig.tight_layout()
     return fig
 
