@@ -24,7 +24,7 @@ def main() -> int:
     args = parser.parse_args()
     for path in args.notebooks:
         nb = nbformat.read(path, as_version=4)
-        client = nbclient.NotebookClient(nb, timeout=args.timeout, kernel_name="python3",
+        client = nbclient.NotebookClient(nb, timeout=args.timeout, kernel_name="python3", coalesce_streams=True,
                                          resources={"metadata": {"path": str(Path.cwd())}})
         print(f"running {path}…", flush=True)
         try:

@@ -2,6 +2,8 @@
 
     python scripts/screenshot_app.py                       # the shipped mymodel.h5 + tokenizer.pkl
     python scripts/screenshot_app.py --model runs/base/mymodel.h5 --tokenizer runs/base/tokenizer.pkl
+    python scripts/screenshot_app.py --languages en zh de --examples Cat Astronaut \
+        --output resource/demo_languages.png              # captions side by side (models/zh, models/de)
 
 Starts `streamlit run app.py` on a free loopback port, uploads scikit-image's public-domain sample
 photos through headless Chromium, waits for every caption and saves the page. Rerun it whenever
@@ -19,6 +21,7 @@ from appdriver import ROOT, launch_chromium, serve_app, upload
 from playwright.sync_api import sync_playwright
 
 from captioner import gallery
+from captioner.api import SHIPPED_LANGUAGES
 
 WAIT_MS = 180_000
 
@@ -30,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--encoder-weights", default=os.environ.get("CAPTIONER_ENCODER_WEIGHTS", "imagenet"))
     parser.add_argument("--output", default=str(ROOT / "resource" / "demo.png"))
     parser.add_argument("--examples", nargs="+", default=["Cat", "Astronaut", "Rocket"], choices=list(gallery.EXAMPLES))
+    parser.add_argument("--languages", nargs="+", default=["en"], choices=list(SHIPPED_LANGUAGES),
+                        help="caption languages to pick, the first one being English (default: en)")
     args = parser.parse_args(argv)
 
     env = {"CAPTIONER_MODEL": str(Path(args.model).resolve()),
@@ -44,9 +49,13 @@ def main(argv: list[str] | None = None) -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1020})
         page.goto(server.url)
         page.get_by_text("Drop one or more photos").wait_for(timeout=WAIT_MS)
+        for lang in args.languages[1:]:  # English is picked when the page opens
+            page.get_by_role("button", name=gallery.language_label(lang)).click()
+            page.wait_for_timeout(1000)
         upload(page, photos)
         for index in range(len(photos)):
-            page.locator(f".st-key-caption_{index}_en").wait_for(timeout=WAIT_MS)
+            for lang in args.languages:
+                page.locator(f".st-key-caption_{index}_{lang}").wait_for(timeout=WAIT_MS)
         page.wait_for_timeout(2000)  # let images and the progress bars finish drawing
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=args.output)
