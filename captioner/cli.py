@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="give the N best captions, at most --beam (default: %(default)s)")
     caption.add_argument("--length-penalty", type=float, default=0.7,
                          help="rank beams by log p / length**this; 0 favours short captions (default: %(default)s)")
+    caption.add_argument("--allow-repeats", action="store_true",
+                         help="let a caption repeat a word or a three-word phrase (blocked by default)")
     caption.add_argument("--json", action="store_true", help="print JSON lines with scores and the n-best list")
     caption.add_argument("--attention", metavar="OUT.png",
                          help="also draw where the model looked for each word (one image only)")
@@ -123,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="beam widths to score, 1 = greedy (default: 1 3)")
     evaluate.add_argument("--length-penalty", type=float, default=0.7,
                           help="rank beams by log p / length**this (default: %(default)s)")
+    evaluate.add_argument("--allow-repeats", action="store_true",
+                          help="let captions repeat a word or a three-word phrase (blocked by default)")
     return parser
 
 
@@ -211,7 +215,8 @@ def cmd_caption(args: argparse.Namespace) -> None:
     paths = find_images(args.images)
     if args.attention and len(paths) != 1:
         raise CaptionerError(f"--attention draws one image, but {len(paths)} were given.")
-    options = DecodeOptions(beam_size=args.beam, n_best=args.n_best, length_penalty=args.length_penalty)
+    options = DecodeOptions(beam_size=args.beam, n_best=args.n_best, length_penalty=args.length_penalty,
+                            block_repeats=not args.allow_repeats)
     model = captioner.load(*_model_paths(args), args.encoder_weights)
     if args.output:
         report = caption_to_file(model, paths, args.output, options, args.batch_size)
@@ -248,7 +253,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                              "a training dataset that exists here).")
     lang = args.lang or trained_on.get("lang")
     dataset = load_dataset(data, args.images or trained_on.get("images"), lang).limit(args.limit)
-    decodings = [DecodeOptions(beam_size=k, length_penalty=args.length_penalty) for k in args.beams]
+    decodings = [DecodeOptions(beam_size=k, length_penalty=args.length_penalty, block_repeats=not args.allow_repeats)
+                 for k in args.beams]
     scores, _ = evaluate_model(model, dataset, args.split, decodings, args.cache_dir, fast=args.fast)
     rows = {f"{args.split} {name}": row for name, row in scores.items()}
     print(format_table(rows))

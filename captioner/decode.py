@@ -39,12 +39,15 @@ class Caption:
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    """How to search: beam width (1 = greedy), n-best size, length normalisation, <unk> blocking."""
+    """How to search: beam width (1 = greedy), n-best size, length normalisation, <unk> and repeat blocking."""
 
     beam_size: int = 3
     n_best: int = 1
     length_penalty: float = 0.7  # rank by log p / length**length_penalty; 0 = raw log-probability
     block_unk: bool = True
+    # No word twice in a row and no three-word phrase twice ("on a bike on a bike"): the decoder's
+    # commonest flaw, as in fairseq's no_repeat_ngram_size=3.
+    block_repeats: bool = True
     max_length: int | None = None
 
 
@@ -89,6 +92,23 @@ class CaptionGenerator:
             mask[self.vocab.unk_id] = NEG_INF
         return tf.constant(mask)
 
+    def _repeat_mask(self, history: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
+        """Additive mask (rows, V) of the words that would repeat the previous word or a three-word
+        phrase already written, given each row's tokens so far (rows, T) (positions from t on unused)."""
+        rows, length = tf.shape(history)[0], history.shape[1]
+        row_ids = tf.range(rows)
+        prev = tf.gather(history, tf.maximum(t - 1, 0), axis=1)  # (rows,)
+        before = tf.gather(history, tf.maximum(t - 2, 0), axis=1)  # (rows,)
+        # Earlier trigrams (s, s+1, s+2) with s+2 < t that start with the last two words.
+        starts = tf.range(length - 2)  # (T-2,)
+        match = (tf.equal(history[:, :-2], before[:, None]) & tf.equal(history[:, 1:-1], prev[:, None])
+                 & (starts[None, :] + 2 < t) & (t >= 2))  # (rows, T-2)
+        indices = tf.stack([tf.broadcast_to(row_ids[:, None], tf.shape(match)), history[:, 2:]], -1)  # (rows, T-2, 2)
+        repeats = tf.scatter_nd(tf.reshape(indices, [-1, 2]), tf.reshape(tf.cast(match, tf.float32), [-1]),
+                                [rows, len(self.vocab)])  # (rows, V): how often each word would repeat
+        repeats += tf.one_hot(prev, len(self.vocab)) * tf.cast(t >= 1, tf.float32)  # the same word twice
+        return tf.where(repeats > 0, NEG_INF, 0.0)  # (rows, V)
+
     def _start(self, features: tf.Tensor, copies: int):
         """Features, projected keys and initial state, each repeated `copies` times per image.
 
@@ -122,7 +142,7 @@ class CaptionGenerator:
         return (tf.zeros([batch, max_length], tf.int32), tf.zeros([batch, max_length]),
                 tf.zeros([batch, max_length, cells]))
 
-    def _greedy_graph(self, features: tf.Tensor, block_unk: bool, max_length: int):
+    def _greedy_graph(self, features: tf.Tensor, block_unk: bool, block_repeats: bool, max_length: int):
         blocked = self._blocked(block_unk)
         batch = tf.shape(features)[0]
         outputs = self._greedy_outputs(batch, features.shape[1], max_length)
@@ -134,11 +154,13 @@ class CaptionGenerator:
                 break
             logits, alpha, state = self.decoder.step(tokens, state, features, keys)  # (batch, V)
             log_probs = tf.nn.log_softmax(logits) + blocked  # (batch, V)
+            if block_repeats:
+                log_probs += self._repeat_mask(outputs[0], t)
             tokens, finished, outputs = self._greedy_pick(log_probs, alpha, t, finished, outputs)
         return outputs
 
     def _beam_graph(self, features: tf.Tensor, beam_size: int, length_penalty: float, block_unk: bool,
-                    max_length: int):
+                    block_repeats: bool, max_length: int):
         """Beam search keeping `beam_size` live hypotheses and the `beam_size` best finished ones.
 
         Each step expands every live beam, sends candidates ending in <end> to the finished pool
@@ -165,7 +187,11 @@ class CaptionGenerator:
         tokens = tf.fill([batch * (k + 1)], vocab.start_id)
         for t in tf.range(max_length):
             logits, alpha, state = self.decoder.step(tokens, state, features, keys)  # (batch*(k+1), V)
-            log_probs = tf.reshape(tf.nn.log_softmax(logits) + blocked, [batch, k + 1, vocab_size])
+            log_probs = tf.nn.log_softmax(logits) + blocked  # (batch*(k+1), V)
+            if block_repeats:
+                history = tf.concat([alive_seq, greedy_outputs[0][:, None]], 1)  # (batch, k+1, T)
+                log_probs += self._repeat_mask(tf.reshape(history, [-1, max_length]), t)
+            log_probs = tf.reshape(log_probs, [batch, k + 1, vocab_size])
             alpha = tf.reshape(alpha, [batch, k + 1, cells])
             greedy_tokens, greedy_finished, greedy_outputs = self._greedy_pick(
                 log_probs[:, k], alpha[:, k], t, greedy_finished, greedy_outputs)
@@ -225,7 +251,8 @@ class CaptionGenerator:
         """Most likely next word at every step, for a batch of (cells, channels) grids."""
         if len(features) == 0:
             return []
-        outputs = self._greedy(_bucketed(features), options.block_unk, options.max_length or self.max_length)
+        outputs = self._greedy(_bucketed(features), options.block_unk, options.block_repeats,
+                               options.max_length or self.max_length)
         return self._greedy_captions(outputs, options.length_penalty, len(features))
 
     def beam(self, features: np.ndarray, options: DecodeOptions) -> list[Caption]:
@@ -238,7 +265,8 @@ class CaptionGenerator:
             return self.greedy(features, options)
         max_length = options.max_length or self.max_length
         *outputs, greedy_outputs = self._beam(
-            _bucketed(features), options.beam_size, float(options.length_penalty), options.block_unk, max_length)
+            _bucketed(features), options.beam_size, float(options.length_penalty), options.block_unk,
+            options.block_repeats, max_length)
         seqs, scores, norms, alphas = (x.numpy() for x in outputs)
         results = []
         for i, fallback in enumerate(self._greedy_captions(greedy_outputs, options.length_penalty, len(features))):

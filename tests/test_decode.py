@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
+
 import keras
 import numpy as np
 import pytest
@@ -66,7 +69,17 @@ def _teacher_forced_log_prob(model, features: np.ndarray, words: list[str]) -> f
     return float(sum(log_probs[t, token] for t, token in enumerate([*ids, VOCAB.end_id])))
 
 
-def _eager_greedy(model, features: np.ndarray) -> list[str]:
+def _repeats(written: list[int]) -> set[int]:
+    """Words that would repeat the last word or a three-word phrase of `written`, computed plainly."""
+    if not written:
+        return set()
+    banned = {written[-1]}
+    if len(written) >= 2:
+        banned |= {written[s + 2] for s in range(len(written) - 2) if written[s:s + 2] == written[-2:]}
+    return banned
+
+
+def _eager_greedy(model, features: np.ndarray, block_repeats: bool = True) -> list[str]:
     """Reference greedy decoding, one eager decoder step at a time, no tf.function or XLA."""
     decoder = get_decoder(model)
     keys, state = decoder.attention.project_keys(features), decoder.initial_state(features)
@@ -76,6 +89,9 @@ def _eager_greedy(model, features: np.ndarray) -> list[str]:
         logits, _, state = decoder.step(tokens, state, features, keys)
         logits = logits.numpy()
         logits[:, [VOCAB.pad_id, VOCAB.start_id, VOCAB.unk_id]] = -np.inf
+        for row, written in enumerate(np.stack(out, 1).tolist() if out else [[]] * len(features)):
+            if block_repeats:
+                logits[row, list(_repeats(written))] = -np.inf
         tokens = logits.argmax(-1)
         out.append(tokens)
     return [VOCAB.decode(row) for row in np.stack(out, 1)]
@@ -84,6 +100,8 @@ def _eager_greedy(model, features: np.ndarray) -> list[str]:
 def test_greedy_matches_a_plain_eager_loop(model, generator, features):
     captions = generator.greedy(features)
     assert [c.text for c in captions] == _eager_greedy(model, features)
+    unblocked = generator.greedy(features, DecodeOptions(beam_size=1, block_repeats=False))
+    assert [c.text for c in unblocked] == _eager_greedy(model, features, block_repeats=False)
     assert len({len(c.words) for c in captions}) > 1, "the test model should give captions of varied lengths"
 
 
@@ -99,7 +117,7 @@ def test_beam_width_one_is_exactly_greedy(generator, features):
 def test_beam_search_machinery_with_one_beam_follows_greedy(generator, features):
     """With k=1 and raw log-probabilities, the beam bookkeeping (pool, gathers, stopping) reproduces greedy."""
     seqs, scores, norms, _, (greedy_tokens, greedy_logp, _) = generator._beam(
-        tf.constant(features), 1, 0.0, True, MAX_LENGTH)
+        tf.constant(features), 1, 0.0, True, True, MAX_LENGTH)
     best = np.argmax(norms.numpy(), axis=1)
     beam_tokens = seqs.numpy()[np.arange(len(features)), best]
     assert [VOCAB.decode(row) for row in beam_tokens] == [VOCAB.decode(row) for row in greedy_tokens.numpy()]
@@ -108,7 +126,7 @@ def test_beam_search_machinery_with_one_beam_follows_greedy(generator, features)
 
 
 def test_greedy_decoded_inside_the_beam_search_is_the_greedy_caption(generator, features):
-    *_, inside = generator._beam(tf.constant(features), 3, 0.7, True, MAX_LENGTH)
+    *_, inside = generator._beam(tf.constant(features), 3, 0.7, True, True, MAX_LENGTH)
     assert [VOCAB.decode(row) for row in inside[0].numpy()] == [c.text for c in generator.greedy(features)]
 
 
@@ -194,3 +212,35 @@ def test_new_batch_sizes_do_not_retrace(model, features):
 def test_invalid_beam_size(generator, features):
     with pytest.raises(ValueError, match="beam_size must be at least 1"):
         generator.generate(features, DecodeOptions(beam_size=0))
+
+
+def test_repeat_mask_blocks_the_last_word_and_repeated_three_word_phrases(generator):
+    history = np.zeros((3, MAX_LENGTH), np.int32)
+    history[0, :5] = [5, 6, 7, 5, 6]  # "5 6" again: 7 would repeat "5 6 7"; 6 would follow itself
+    history[1, :2] = [5, 6]
+    history[2, :4] = [8, 8, 9, 4]  # pairs never recur
+    for t, rows in ((5, [0]), (2, [1]), (4, [2])):
+        mask = generator._repeat_mask(tf.constant(history), tf.constant(t)).numpy()
+        for row in rows:
+            blocked = set(np.flatnonzero(mask[row] < 0))
+            assert blocked == _repeats(history[row, :t].tolist())
+    assert set(np.flatnonzero(generator._repeat_mask(tf.constant(history), tf.constant(0)).numpy()[0] < 0)) == set()
+
+
+def test_blocking_repeats_stops_a_model_that_stutters():
+    """A decoder trained only on "go go go go go" says it again unless repeats are blocked."""
+    keras.utils.set_random_seed(0)
+    vocab = Vocabulary.build(["go go go go go", "stop now"], min_count=1)
+    model = build_caption_model(len(vocab), (CELLS, CHANNELS), embedding_dim=8, units=16, attention_units=4,
+                                dropout=0.0)
+    tokens = np.array([vocab.encode("go go go go go")] * 64, np.int32)
+    grids = np.repeat(CENTRES[:1], 64, axis=0)
+    trainer = CaptionTrainer(model, attention_reg=0.0)
+    trainer.compile(optimizer=keras.optimizers.Adam(0.02))
+    trainer.fit((grids, tokens[:, :-1]), tokens[:, 1:], batch_size=16, epochs=10, verbose=0)
+    generator = CaptionGenerator(get_decoder(model), vocab, max_length=MAX_LENGTH)
+    for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=3)):
+        stutter = generator.generate(CENTRES[:1], replace(options, block_repeats=False))[0].words
+        assert stutter[:5] == ["go"] * 5
+        fluent = generator.generate(CENTRES[:1], options)[0].words
+        assert fluent and all(a != b for a, b in itertools.pairwise(fluent))
