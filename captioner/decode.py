@@ -46,7 +46,8 @@ class DecodeOptions:
     length_penalty: float = 0.7  # rank by log p / length**length_penalty; 0 = raw log-probability
     block_unk: bool = True
     # No word twice in a row and no three-word phrase twice ("on a bike on a bike"): the decoder's
-    # commonest flaw, as in fairseq's no_repeat_ngram_size=3.
+    # commonest flaw, as in fairseq's no_repeat_ngram_size=3. With character tokens only the
+    # three-character rule applies: Chinese doubles characters in words (狗狗, 泡泡, 滑滑梯).
     block_repeats: bool = True
     max_length: int | None = None
 
@@ -93,8 +94,9 @@ class CaptionGenerator:
         return tf.constant(mask)
 
     def _repeat_mask(self, history: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
-        """Additive mask (rows, V) of the words that would repeat the previous word or a three-word
-        phrase already written, given each row's tokens so far (rows, T) (positions from t on unused)."""
+        """Additive mask (rows, V) of the tokens that would repeat a three-token phrase already written
+        or, for word vocabularies, the previous word, given each row's tokens so far (rows, T)
+        (positions from t on unused)."""
         rows, length = tf.shape(history)[0], history.shape[1]
         row_ids = tf.range(rows)
         prev = tf.gather(history, tf.maximum(t - 1, 0), axis=1)  # (rows,)
@@ -106,7 +108,8 @@ class CaptionGenerator:
         indices = tf.stack([tf.broadcast_to(row_ids[:, None], tf.shape(match)), history[:, 2:]], -1)  # (rows, T-2, 2)
         repeats = tf.scatter_nd(tf.reshape(indices, [-1, 2]), tf.reshape(tf.cast(match, tf.float32), [-1]),
                                 [rows, len(self.vocab)])  # (rows, V): how often each word would repeat
-        repeats += tf.one_hot(prev, len(self.vocab)) * tf.cast(t >= 1, tf.float32)  # the same word twice
+        if self.vocab.tokenization == "words":
+            repeats += tf.one_hot(prev, len(self.vocab)) * tf.cast(t >= 1, tf.float32)  # the same word twice
         return tf.where(repeats > 0, NEG_INF, 0.0)  # (rows, V)
 
     def _start(self, features: tf.Tensor, copies: int):

@@ -244,3 +244,19 @@ def test_blocking_repeats_stops_a_model_that_stutters():
         assert stutter[:5] == ["go"] * 5
         fluent = generator.generate(CENTRES[:1], options)[0].words
         assert fluent and all(a != b for a, b in itertools.pairwise(fluent))
+
+
+def test_character_vocabularies_may_double_a_character():
+    """Chinese writes words with a doubled character (狗狗, 泡泡): only repeated trigrams are blocked."""
+    vocab = Vocabulary.build(["小狗狗在玩泡泡", "狗狗"], min_count=1, tokenization="chars", lang="zh")
+    model = build_caption_model(len(vocab), (CELLS, CHANNELS), embedding_dim=4, units=8, attention_units=4)
+    generator = CaptionGenerator(get_decoder(model), vocab, max_length=MAX_LENGTH)
+    dog, bubble = vocab.tokens.index("狗"), vocab.tokens.index("泡")
+    history = np.zeros((2, MAX_LENGTH), np.int32)
+    history[0, :2] = [dog, dog]
+    history[1, :5] = [dog, bubble, dog, dog, bubble]  # "狗泡" again: 狗 would repeat "狗泡狗"
+    blocked = [set(np.flatnonzero(row < 0)) for row in generator._repeat_mask(tf.constant(history),
+                                                                                tf.constant(2)).numpy()]
+    assert blocked[0] == set()
+    mask = generator._repeat_mask(tf.constant(history), tf.constant(5)).numpy()
+    assert set(np.flatnonzero(mask[1] < 0)) == {dog}
