@@ -11,7 +11,7 @@ import numpy as np
 
 from captioner.artifacts import ModelInfo, get_decoder, load_model
 from captioner.decode import GREEDY, Caption, CaptionGenerator, DecodeOptions
-from captioner.encoders import ImageEncoder
+from captioner.encoders import ImageEncoder, shared_encoder
 from captioner.errors import ArtifactError
 from captioner.images import Failure, ImageSource, load_array, load_batches
 from captioner.vocab import Vocabulary
@@ -33,7 +33,7 @@ class Captioner:
     @property
     def encoder(self) -> ImageEncoder:
         if self._encoder is None:
-            encoder = ImageEncoder(self.info.encoder, self._encoder_weights)
+            encoder = shared_encoder(self.info.encoder, self._encoder_weights)
             expected = tuple(self.model.inputs[0].shape[1:])
             if encoder.feature_shape != expected:
                 raise ArtifactError(f"encoder {self.info.encoder} gives {encoder.feature_shape} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,3 +118,16 @@ class ImageEncoder:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Encode a batch of uint8 images already resized to `image_size`."""
         return self._encode(tf.convert_to_tensor(images, tf.uint8)).numpy()
+
+
+def shared_encoder(name: str = "mobilenet_v2", weights: str | os.PathLike | None = "imagenet") -> ImageEncoder:
+    """The process's ImageEncoder for a backbone and weights file: captioners on the same CNN (the
+    app's caption languages) share one network and its traced function instead of each building one.
+
+    Keyed by the resolved weights file, so a file that appears in the Keras cache later is used."""
+    return _encoder_for(name, resolve_weights(get_backbone(name), weights))
+
+
+@functools.lru_cache(maxsize=8)
+def _encoder_for(name: str, resolved: str | None) -> ImageEncoder:
+    return ImageEncoder(name, resolved)

@@ -70,6 +70,15 @@ def test_pretrained_features_tell_colours_apart(mobilenet_weights):
     assert np.linalg.norm(mean[0] - mean[1]) < np.linalg.norm(mean[0] - mean[2])
 
 
+def test_captioners_on_one_cnn_share_its_encoder(mobilenet_weights, tmp_path):
+    """The app's languages run on one MobileNetV2; a missing file is an error on every call, never cached."""
+    first = encoders.shared_encoder("mobilenet_v2", mobilenet_weights)
+    assert encoders.shared_encoder("mobilenet_v2", str(mobilenet_weights)) is first
+    for _ in range(2):
+        with pytest.raises(WeightsError, match="not found"):
+            encoders.shared_encoder("mobilenet_v2", tmp_path / "missing.h5")
+
+
 def _write_images(folder, n):
     folder.mkdir(exist_ok=True)
     paths = []
