@@ -27,6 +27,7 @@ from pathlib import Path
 import streamlit as st
 
 from captioner import gallery
+from captioner.artifacts import score_tables
 from captioner.attention import overlay
 from captioner.decode import Caption, DecodeOptions
 from captioner.errors import CaptionerError, WeightsError
@@ -91,7 +92,7 @@ def model_panel(loaded: dict[str, gallery.LoadedModel]) -> None:
                             f"{gallery.language_label(lang)}  \n"
                             f"encoder **{info.encoder}** ({rows}×{cols} attention grid, {info.image_size} px)  \n"
                             f"vocabulary **{len(model.vocab):,}** {units} ({info.lang})")
-        scores = gallery.model_scores(info.extra)
+        scores = score_tables(info.extra)
         if scores:
             st.sidebar.caption("Scores from the model card")
             st.sidebar.dataframe({name: {m: round(v, 3) for m, v in table.items()} for name, table in scores.items()})

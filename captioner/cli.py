@@ -245,7 +245,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from captioner.decode import DecodeOptions
     from captioner.evaluate import evaluate_model, format_table, scoring_note
 
-    model = captioner.load(*_model_paths(args), args.encoder_weights)
+    model_path, vocab_path = _model_paths(args)
+    model = captioner.load(model_path, vocab_path, args.encoder_weights)
     trained_on = (model.info.extra or {}).get("config", {})
     data = args.data or trained_on.get("data")
     if not data or not Path(data).exists():
@@ -265,7 +266,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.record:
         from captioner.artifacts import record_scores
 
-        record_scores(_model_paths(args)[0], rows)
+        record_scores(model_path, rows)
 
 
 COMMANDS = {"extract": cmd_extract, "train": cmd_train, "average": cmd_average, "caption": cmd_caption,

@@ -19,7 +19,6 @@ from pathlib import Path
 from PIL import Image
 
 from captioner.api import SHIPPED_LANGUAGES, Captioner, load, shipped_model_paths
-from captioner.artifacts import score_tables
 from captioner.decode import GREEDY, Caption, DecodeOptions
 from captioner.errors import ImageError
 from captioner.images import ImageSource, load_image
@@ -120,11 +119,6 @@ def load_captioner(paths: ModelPaths) -> LoadedModel:
     model = load(paths.model, paths.tokenizer, paths.encoder_weights)
     _ = model.grid_shape  # builds the CNN (and loads its weights)
     return LoadedModel(model, paths, time.time(), time.perf_counter() - start)
-
-
-def model_scores(extra: dict | None) -> dict[str, dict[str, float]]:
-    """The score tables stored in a model file, e.g. {"dev beam 3": {"BLEU-4": 0.21, …}}."""
-    return score_tables(extra)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from captioner.artifacts import ModelInfo, load_model, read_model_info, record_scores, save_model
+from captioner.artifacts import ModelInfo, load_model, read_model_info, record_scores, save_model, score_tables
 from captioner.average import average_models
 from captioner.cli import main
 from captioner.errors import CaptionerError
@@ -77,3 +77,10 @@ def test_recorded_scores_replace_the_quick_training_scores(tmp_path):
     assert extra == {"config": {"epochs": 3}, "dev beam 3": {"BLEU-4": 0.21, "CIDEr": 0.5}}
     for x, y in zip(before, weights_of((model_path, vocab_path)), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_score_tables_keeps_only_tables_of_metrics():
+    extra = {"dev_greedy": {"BLEU-4": 0.21, "CIDEr": 0.5}, "config": {"data": "x", "epochs": 3}, "lr": {"epochs": 3},
+             "test": {"BLEU-4": 1}, "note": "hello", "empty": {}}
+    assert score_tables(extra) == {"dev_greedy": {"BLEU-4": 0.21, "CIDEr": 0.5}, "test": {"BLEU-4": 1.0}}
+    assert score_tables(None) == {}

@@ -77,13 +77,6 @@ def test_exports_have_one_row_per_image_and_language():
     assert "红色圆形" in gallery.to_json(results)  # JSON keeps the characters readable, not \u escapes
 
 
-def test_model_scores_keeps_only_score_tables():
-    extra = {"dev_greedy": {"BLEU-4": 0.21, "CIDEr": 0.5}, "config": {"data": "x", "epochs": 3}, "lr": {"epochs": 3},
-             "test": {"BLEU-4": 1}, "note": "hello", "empty": {}}
-    assert gallery.model_scores(extra) == {"dev_greedy": {"BLEU-4": 0.21, "CIDEr": 0.5}, "test": {"BLEU-4": 1.0}}
-    assert gallery.model_scores(None) == {}
-
-
 def test_model_paths_come_from_the_environment(monkeypatch):
     for name in ("CAPTIONER_MODEL", "CAPTIONER_TOKENIZER", "CAPTIONER_ENCODER_WEIGHTS"):
         monkeypatch.delenv(name, raising=False)
