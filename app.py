@@ -4,7 +4,7 @@ see where the model looked, export them.
     streamlit run app.py
 
 Each caption language has its own model, found in the working folder as the repository ships them
-(captioner.api.shipped_model_paths): English `mymodel.h5` + `tokenizer.pkl`, Chinese and German
+(captioner.serving.api.shipped_model_paths): English `mymodel.h5` + `tokenizer.pkl`, Chinese and German
 `models/zh/` and `models/de/`. Environment variables point elsewhere:
 
 - CAPTIONER_MODEL and CAPTIONER_TOKENIZER: the English model and its vocabulary;
@@ -13,7 +13,7 @@ Each caption language has its own model, found in the working folder as the repo
 
 The page offers the languages whose two files exist and says how to get the others; the sidebar
 can load another model for any language. This file is only the page: images, decoding and
-exports live in the captioner package (captioner/gallery.py).
+exports live in the captioner package (captioner/serving/gallery.py).
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from captioner import gallery
-from captioner.artifacts import score_tables
-from captioner.attention import overlay
-from captioner.decode import Caption, DecodeOptions
+from captioner.data.images import ImageSource
+from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.errors import CaptionerError, WeightsError
-from captioner.images import ImageSource
+from captioner.serving import gallery
+from captioner.serving.artifacts import score_tables
+from captioner.serving.attention_maps import overlay
+from captioner.serving.shipped import env_names, recipe_path
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 GRID_COLUMNS = 3
@@ -112,7 +113,7 @@ def decoding_controls() -> DecodeOptions:
                               help="Greedy takes the likeliest word each step; beam search keeps several "
                                    "candidate captions and returns the best whole sentence.")
     greedy = search == "Greedy"
-    beam = st.sidebar.slider("Beam width", 2, 10, 3, disabled=greedy)
+    beam = st.sidebar.slider("Beam width", 2, 10, DEFAULT_DECODING.beam_size, disabled=greedy)
     n_best = st.sidebar.slider("Alternatives (n-best)", 1, 5, 3, disabled=greedy,
                                help="How many candidate captions to keep per image.")
     return DecodeOptions(beam_size=1 if greedy else beam, n_best=1 if greedy else n_best)
@@ -126,12 +127,11 @@ def missing_model(error: CaptionerError, lang: str, paths: gallery.ModelPaths) -
                "use. Offline, copy the file named above into `$KERAS_HOME/models/` (default "
                "`~/.keras/models/`), or start the app with `CAPTIONER_ENCODER_WEIGHTS=path/to/file.h5`.")
     else:
-        suffix = "" if lang == "en" else f"_{lang.upper()}"
-        recipe = "configs/flickr8k.yaml" if lang == "en" else f"configs/flickr8k_{lang}.yaml"
+        model_var, tokenizer_var = env_names(lang)
         fix = (f"The app loads `{paths.model}` and `{paths.tokenizer}` (from `{Path.cwd()}`).\n"
-               f"- Train them: `captioner train --config {recipe}` writes both files;\n"
-               f"- or point the app at yours: `CAPTIONER_MODEL{suffix}=path/mymodel.h5 "
-               f"CAPTIONER_TOKENIZER{suffix}=path/tokenizer.pkl streamlit run app.py`;\n"
+               f"- Train them: `captioner train --config {recipe_path(lang)}` writes both files;\n"
+               f"- or point the app at yours: `{model_var}=path/mymodel.h5 "
+               f"{tokenizer_var}=path/tokenizer.pkl streamlit run app.py`;\n"
                "- or use **Load another model** in the sidebar.")
     st.markdown(fix)
 
@@ -207,10 +207,10 @@ def caption_block(index: int, lang: str, caption: Caption, labelled: bool) -> No
         st.markdown(f"**{md(caption.text)}**")
     st.progress(caption.confidence, text=f"confidence {caption.confidence:.0%}")
     st.code(gallery.alt_text(caption), language=None, wrap_lines=True)  # has a copy button
-    if len(caption.alternatives) > 1:
-        with st.expander(f"{len(caption.alternatives)} best captions"):
+    if caption.alternatives:
+        with st.expander(f"{len(caption.n_best)} best captions"):
             st.markdown("\n".join(f"{rank}. {md(alt.text)} — {alt.confidence:.0%}"
-                                  for rank, alt in enumerate(caption.alternatives, 1)))
+                                  for rank, alt in enumerate(caption.n_best, 1)))
 
 
 def card(index: int, result: gallery.ImageResult, languages: list[str]) -> None:

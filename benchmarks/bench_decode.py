@@ -27,12 +27,12 @@ import numpy as np
 import tensorflow as tf
 
 import captioner
-from captioner.api import Captioner
-from captioner.decode import DecodeOptions
-from captioner.images import load_array
-from captioner.vocab import END, START
+from captioner.data.images import load_array
+from captioner.decoding.options import GREEDY, DecodeOptions
+from captioner.serving.api import Captioner
+from captioner.text.vocabulary import END, START
 
-GREEDY, BEAM3 = DecodeOptions(beam_size=1), DecodeOptions(beam_size=3)
+BEAM3 = DecodeOptions(beam_size=3)
 
 
 def seed_style_features(model: Captioner, path: Path) -> np.ndarray:

@@ -1,5 +1,5 @@
 """`python -m captioner` runs the command line."""
 
-from captioner.cli import main
+from captioner.cli.main import main
 
 raise SystemExit(main())

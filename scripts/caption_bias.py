@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 
 import captioner
-from captioner.data import load_dataset
-from captioner.decode import DecodeOptions
-from captioner.evaluate import caption_split
+from captioner.data.datasets import load_dataset
+from captioner.decoding.options import DecodeOptions
+from captioner.evaluation.evaluate import caption_split
 
 WORDS = ("man", "woman", "boy", "girl", "person", "people", "dog", "cat")
 FEMALE, MALE = r"\b(woman|women|girl|girls|lady)\b", r"\b(man|men|boy|boys|guy)\b"

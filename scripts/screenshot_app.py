@@ -20,8 +20,8 @@ from pathlib import Path
 from appdriver import ROOT, launch_chromium, serve_app, upload
 from playwright.sync_api import sync_playwright
 
-from captioner import gallery
-from captioner.api import SHIPPED_LANGUAGES
+from captioner.serving import gallery
+from captioner.serving.shipped import SHIPPED_LANGUAGES
 
 WAIT_MS = 180_000
 

@@ -100,8 +100,8 @@ def chinese_shape_caption(shape: str, colour: str, background: str) -> str:
 
 def train_shapes(folder: Path, weights: Path, lang: str = "en", caption_fn=shape_caption) -> dict:
     """Train a small captioner on synthetic shapes (the whole pipeline, end to end)."""
-    from captioner.config import TrainConfig
-    from captioner.train import train
+    from captioner.training.config import TrainConfig
+    from captioner.training.run import train
 
     held_out = make_shapes_dataset(folder, per_combination=8, seed=1, caption_fn=caption_fn)
     config = TrainConfig(

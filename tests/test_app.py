@@ -15,9 +15,9 @@ from conftest import ROOT, draw_shape
 from streamlit.testing.v1 import AppTest
 
 import captioner
-from captioner import gallery
-from captioner.artifacts import load_vocabulary
-from captioner.decode import DecodeOptions
+from captioner.decoding.options import DecodeOptions
+from captioner.serving import gallery
+from captioner.serving.artifacts import load_vocabulary
 
 pytestmark = pytest.mark.slow
 APP = str(ROOT / "app.py")
@@ -93,7 +93,7 @@ def test_decoding_controls_change_the_search(app_env):
     expected = model.caption(image, DecodeOptions(beam_size=4, n_best=3))
     assert caption_of(at, 0) == expected.text
     alternatives = at.main.expander[0]
-    assert alternatives.label == f"{len(expected.alternatives)} best captions"
+    assert alternatives.label == f"{len(expected.n_best)} best captions"
     assert alternatives.markdown[0].value.startswith(f"1. {expected.text}")
 
     at.sidebar.radio[0].set_value("Greedy").run()

@@ -12,8 +12,8 @@ import appdriver  # scripts/appdriver.py, on pytest's pythonpath
 import pytest
 from PIL import Image
 
-from captioner import gallery
-from captioner.artifacts import load_vocabulary
+from captioner.serving import gallery
+from captioner.serving.artifacts import load_vocabulary
 
 playwright = pytest.importorskip("playwright.sync_api")
 

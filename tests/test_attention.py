@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.attention import attention_figure, caption_fonts, heatmap, overlay
-from captioner.decode import Caption
+from captioner.decoding.options import Caption
+from captioner.serving.attention_maps import attention_figure, caption_fonts, heatmap, overlay
 
 
 def test_heatmap_is_brightest_where_the_weight_is():

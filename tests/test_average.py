@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from captioner.artifacts import ModelInfo, load_model, read_model_info, record_scores, save_model, score_tables
-from captioner.average import average_models
-from captioner.cli import main
+from captioner.cli.main import main
 from captioner.errors import CaptionerError
-from captioner.model import build_caption_model
-from captioner.vocab import Vocabulary
+from captioner.models.base import build_caption_model
+from captioner.serving.artifacts import ModelInfo, load_model, read_model_info, record_scores, save_model, score_tables
+from captioner.text.vocabulary import Vocabulary
+from captioner.training.soup import average_models
 
 VOCAB = Vocabulary.build(["a red circle", "a blue square on grey"], min_count=1, max_length=6)
 SIZES = {"embedding_dim": 8, "units": 12, "attention_units": 6}

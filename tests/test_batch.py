@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from captioner.api import Captioner
-from captioner.artifacts import ModelInfo, get_decoder
-from captioner.batch import CaptionFile, caption_to_file
-from captioner.decode import DecodeOptions
+from captioner.decoding.options import DecodeOptions
 from captioner.errors import CaptionerError
-from captioner.model import build_caption_model
-from captioner.vocab import Vocabulary
+from captioner.models.base import build_caption_model, get_decoder
+from captioner.serving.api import Captioner
+from captioner.serving.artifacts import ModelInfo
+from captioner.serving.batch import CaptionFile, caption_to_file
+from captioner.text.vocabulary import Vocabulary
 
 VOCAB = Vocabulary.build(["a dog runs on the grass", "a red circle on a grey background"], min_count=1,
                          max_length=6)
@@ -95,7 +95,7 @@ def test_output_holds_the_same_captions_as_captioning_one_by_one(model, tmp_path
         assert record["caption"] == expected.text
         assert record["confidence"] == pytest.approx(expected.confidence, abs=1e-4)
         assert 0 <= record["confidence"] <= 1
-        assert [n["caption"] for n in record["n_best"]] == [a.text for a in expected.alternatives]
+        assert [n["caption"] for n in record["n_best"]] == [a.text for a in expected.n_best]
         assert record["n_best"][0]["caption"] == record["caption"]
 
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from captioner.artifacts import read_model_info
-from captioner.cli import main
+from captioner.cli.main import main
+from captioner.serving.artifacts import read_model_info
 
 COMMANDS = ("extract", "train", "average", "caption", "evaluate")
 
@@ -80,7 +80,7 @@ def test_train_without_data_is_a_clear_error(capsys):
     (["--model", "a.h5", "--tokenizer", "b.pkl"], ("a.h5", "b.pkl")),
 ])
 def test_model_paths_follow_language_and_model(argv, expected):
-    from captioner.cli import _model_paths, build_parser
+    from captioner.cli.main import _model_paths, build_parser
 
     args = build_parser().parse_args(["caption", "x.jpg", *argv])
     assert tuple(str(p) for p in _model_paths(args)) == expected

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner.artifacts import ModelInfo, get_decoder, save_model
-from captioner.cli import main
-from captioner.model import build_caption_model
-from captioner.vocab import Vocabulary
+from captioner.cli.main import main
+from captioner.models.base import build_caption_model, get_decoder
+from captioner.serving.artifacts import ModelInfo, save_model
+from captioner.text.vocabulary import Vocabulary
 
 VOCAB = Vocabulary.build(["a dog runs on the grass", "a red circle on a grey background"], min_count=1,
                          max_length=6)

@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from captioner.data import load_dataset, seeded_split
+from captioner.data.datasets import load_dataset, seeded_split
 from captioner.errors import DataError
 
 

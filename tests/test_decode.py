@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from captioner.artifacts import get_decoder
-from captioner.decode import CaptionGenerator, DecodeOptions
-from captioner.model import build_caption_model
-from captioner.train import CaptionTrainer
-from captioner.vocab import Vocabulary
+from captioner.decoding.constraints import repeat_mask
+from captioner.decoding.options import DecodeOptions
+from captioner.decoding.search import CaptionGenerator
+from captioner.models.base import build_caption_model, get_decoder
+from captioner.text.vocabulary import Vocabulary
+from captioner.training.xent import CaptionTrainer
 
 # Each image group has three captions of different lengths, so the decoder stays uncertain:
 # captions of varied length, and beam search has real alternatives to find.
@@ -82,11 +83,11 @@ def _repeats(written: list[int]) -> set[int]:
 def _eager_greedy(model, features: np.ndarray, block_repeats: bool = True) -> list[str]:
     """Reference greedy decoding, one eager decoder step at a time, no tf.function or XLA."""
     decoder = get_decoder(model)
-    keys, state = decoder.attention.project_keys(features), decoder.initial_state(features)
+    memory, state = decoder.prepare(features)
     tokens = np.full(len(features), VOCAB.start_id)
     out = []
     for _ in range(MAX_LENGTH):
-        logits, _, state = decoder.step(tokens, state, features, keys)
+        logits, _, state = decoder.step(tokens, state, memory)
         logits = logits.numpy()
         logits[:, [VOCAB.pad_id, VOCAB.start_id, VOCAB.unk_id]] = -np.inf
         for row, written in enumerate(np.stack(out, 1).tolist() if out else [[]] * len(features)):
@@ -111,7 +112,7 @@ def test_beam_width_one_is_exactly_greedy(generator, features):
         beam = generator.generate(features, options)
         assert [c.text for c in beam] == [c.text for c in greedy]
         assert [c.log_prob for c in beam] == [c.log_prob for c in greedy]
-        assert all(c.alternatives == [c] for c in beam)
+        assert all(c.alternatives == [] and c.n_best == [c] for c in beam)
 
 
 def test_beam_search_machinery_with_one_beam_follows_greedy(generator, features):
@@ -148,7 +149,7 @@ def test_beam_search_finds_better_captions_than_greedy(generator, features):
 def test_scores_are_the_model_log_probabilities(model, generator, features):
     options = DecodeOptions(beam_size=4, n_best=4, length_penalty=0.7)
     for image, caption in zip(features, generator.generate(features, options), strict=True):
-        for alternative in caption.alternatives:
+        for alternative in caption.n_best:
             if len(alternative.words) < MAX_LENGTH:  # ended with <end>
                 expected = _teacher_forced_log_prob(model, image, alternative.words)
                 np.testing.assert_allclose(alternative.log_prob, expected, rtol=1e-4, atol=1e-4)
@@ -157,11 +158,11 @@ def test_scores_are_the_model_log_probabilities(model, generator, features):
 
 def test_n_best_entries_are_distinct_and_sorted(generator, features):
     captions = generator.generate(features, DecodeOptions(beam_size=5, n_best=4))
-    assert any(len(c.alternatives) > 1 for c in captions)
+    assert any(c.alternatives for c in captions)
     for caption in captions:
-        texts = [a.text for a in caption.alternatives]
-        scores = [a.score for a in caption.alternatives]
-        assert caption.alternatives[0] is caption and 1 <= len(texts) <= 4
+        texts = [a.text for a in caption.n_best]
+        scores = [a.score for a in caption.n_best]
+        assert caption.n_best[0] is caption and caption not in caption.alternatives and 1 <= len(texts) <= 4
         assert len(set(texts)) == len(texts)
         assert scores == sorted(scores, reverse=True)
 
@@ -169,7 +170,7 @@ def test_n_best_entries_are_distinct_and_sorted(generator, features):
 def test_confidence_is_a_probability(generator, features):
     for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=3, n_best=3, length_penalty=0.0)):
         for caption in generator.generate(features, options):
-            for alternative in caption.alternatives:
+            for alternative in caption.n_best:
                 assert 0.0 <= alternative.confidence <= 1.0
                 assert alternative.confidence == pytest.approx(
                     np.exp(alternative.log_prob / (len(alternative.words) + 1)))
@@ -178,7 +179,7 @@ def test_confidence_is_a_probability(generator, features):
 def test_attention_per_word_sums_to_one(generator, features):
     for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=3, n_best=3)):
         for caption in generator.generate(features, options):
-            for alternative in caption.alternatives:
+            for alternative in caption.n_best:
                 assert alternative.attention.shape == (len(alternative.words), CELLS)
                 np.testing.assert_allclose(alternative.attention.sum(axis=1), 1.0, rtol=1e-5)
 
@@ -186,7 +187,7 @@ def test_attention_per_word_sums_to_one(generator, features):
 def test_max_length_is_respected(generator, features):
     for beam_size in (1, 3):
         captions = generator.generate(features, DecodeOptions(beam_size=beam_size, n_best=3, max_length=3))
-        assert all(len(a.words) <= 3 for c in captions for a in c.alternatives)
+        assert all(len(a.words) <= 3 for c in captions for a in c.n_best)
 
 
 def test_captions_do_not_depend_on_the_batch(generator, features):
@@ -214,17 +215,17 @@ def test_invalid_beam_size(generator, features):
         generator.generate(features, DecodeOptions(beam_size=0))
 
 
-def test_repeat_mask_blocks_the_last_word_and_repeated_three_word_phrases(generator):
+def test_repeat_mask_blocks_the_last_word_and_repeated_three_word_phrases():
     history = np.zeros((3, MAX_LENGTH), np.int32)
     history[0, :5] = [5, 6, 7, 5, 6]  # "5 6" again: 7 would repeat "5 6 7"; 6 would follow itself
     history[1, :2] = [5, 6]
     history[2, :4] = [8, 8, 9, 4]  # pairs never recur
     for t, rows in ((5, [0]), (2, [1]), (4, [2])):
-        mask = generator._repeat_mask(tf.constant(history), tf.constant(t)).numpy()
+        mask = repeat_mask(tf.constant(history), tf.constant(t), VOCAB).numpy()
         for row in rows:
             blocked = set(np.flatnonzero(mask[row] < 0))
             assert blocked == _repeats(history[row, :t].tolist())
-    assert set(np.flatnonzero(generator._repeat_mask(tf.constant(history), tf.constant(0)).numpy()[0] < 0)) == set()
+    assert set(np.flatnonzero(repeat_mask(tf.constant(history), tf.constant(0), VOCAB).numpy()[0] < 0)) == set()
 
 
 def test_blocking_repeats_stops_a_model_that_stutters():
@@ -249,14 +250,11 @@ def test_blocking_repeats_stops_a_model_that_stutters():
 def test_character_vocabularies_may_double_a_character():
     """Chinese writes words with a doubled character (狗狗, 泡泡): only repeated trigrams are blocked."""
     vocab = Vocabulary.build(["小狗狗在玩泡泡", "狗狗"], min_count=1, tokenization="chars", lang="zh")
-    model = build_caption_model(len(vocab), (CELLS, CHANNELS), embedding_dim=4, units=8, attention_units=4)
-    generator = CaptionGenerator(get_decoder(model), vocab, max_length=MAX_LENGTH)
     dog, bubble = vocab.tokens.index("狗"), vocab.tokens.index("泡")
     history = np.zeros((2, MAX_LENGTH), np.int32)
     history[0, :2] = [dog, dog]
     history[1, :5] = [dog, bubble, dog, dog, bubble]  # "狗泡" again: 狗 would repeat "狗泡狗"
-    blocked = [set(np.flatnonzero(row < 0)) for row in generator._repeat_mask(tf.constant(history),
-                                                                                tf.constant(2)).numpy()]
+    blocked = [set(np.flatnonzero(row < 0)) for row in repeat_mask(tf.constant(history), tf.constant(2), vocab).numpy()]
     assert blocked[0] == set()
-    mask = generator._repeat_mask(tf.constant(history), tf.constant(5)).numpy()
+    mask = repeat_mask(tf.constant(history), tf.constant(5), vocab).numpy()
     assert set(np.flatnonzero(mask[1] < 0)) == {dog}

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner import encoders
-from captioner.encoders import BACKBONES, ImageEncoder
 from captioner.errors import CaptionerError, WeightsError
-from captioner.features import FeatureCache
+from captioner.features import encoders
+from captioner.features.cache import FeatureCache
+from captioner.features.encoders import BACKBONES, ImageEncoder
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_cache_stores_what_the_encoder_computes(tmp_path, random_encoder):
     assert cache.extract(paths, random_encoder, batch_size=2, progress=False) == []
     cached = cache.load(paths[::-1])
     assert cached.shape == (5, 49, 1280) and cached.dtype == np.float16
-    from captioner.images import load_array
+    from captioner.data.images import load_array
 
     direct = random_encoder(np.stack([load_array(p, (224, 224)) for p in paths[::-1]]))
     np.testing.assert_allclose(cached, direct, rtol=1e-2, atol=1e-2)

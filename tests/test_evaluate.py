@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from captioner.errors import CaptionerError
-from captioner.evaluate import format_table, score_captions, scoring_note
+from captioner.evaluation.metrics import format_table, score_captions, scoring_note
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="METEOR and the PTB tokenizer need Java")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import captioner
-from captioner.train import TrainConfig, train
+from captioner.training.run import TrainConfig, train
 
 
 def test_train_briefly_on_real_images_and_caption_one(flickr8k, mobilenet_weights, tmp_path):

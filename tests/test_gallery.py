@@ -1,4 +1,4 @@
-"""captioner.gallery: per-image result or error, example photos, model-card scores and exports."""
+"""captioner.serving.gallery: per-image result or error, example photos, model-card scores and exports."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from app_files import AWKWARD_FILES
 from conftest import draw_shape
 
 import captioner
-from captioner import gallery
-from captioner.decode import Caption, DecodeOptions
+from captioner.decoding.options import Caption, DecodeOptions
 from captioner.errors import ArtifactError, WeightsError
+from captioner.serving import gallery
 
 
 def _caption(text: str, log_prob: float = -1.0) -> Caption:
@@ -51,7 +51,7 @@ def test_alt_text_is_a_sentence(text, alt):
 
 def test_exports_hold_every_image_with_caption_or_error():
     best, other = _caption("a dog on the grass", -2.0), _caption("a brown dog, running", -3.0)
-    best.alternatives = [best, other]
+    best.alternatives = [other]
     results = [gallery.ImageResult("dog.jpg", captions={"en": best}),
                gallery.ImageResult("bad.png", error="bad.png: not an image Pillow can read")]
     rows = list(csv.DictReader(io.StringIO(gallery.to_csv(results))))
@@ -109,7 +109,7 @@ def test_caption_images_captions_good_files_around_bad_ones(shapes_model):
     assert all(not r.captions and r.error for r in results if r.name not in good)
     assert calls == [(2, 5), (4, 5), (5, 5)]
     assert results[0].captions["en"].text == "a red circle on a white background"
-    assert 1 <= len(results[0].captions["en"].alternatives) <= 2
+    assert 1 <= len(results[0].captions["en"].n_best) <= 2
 
 
 class _CountingCaptioner:

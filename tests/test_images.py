@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner import images
+from captioner.data import images
+from captioner.data.images import find_images, load_array, load_image
 from captioner.errors import ImageError
-from captioner.images import find_images, load_array, load_image
 
 
 def _save(image: Image.Image, path, **kwargs):

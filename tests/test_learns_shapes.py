@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import captioner
-from captioner.artifacts import read_model_info
+from captioner.serving.artifacts import read_model_info
 
 
 def test_trained_model_captions_held_out_shapes(shapes_model):

@@ -8,11 +8,12 @@ import pickle
 import numpy as np
 import pytest
 
-from captioner.artifacts import ModelInfo, get_decoder, load_model, load_vocabulary, save_model, save_vocabulary
-from captioner.decode import CaptionGenerator
+from captioner.decoding.search import CaptionGenerator
 from captioner.errors import ArtifactError
-from captioner.model import AttentionDecoder, SoftAttention, build_caption_model
-from captioner.vocab import Vocabulary
+from captioner.models.base import build_caption_model, get_decoder
+from captioner.models.sat import ShowAttendTell, SoftAttention
+from captioner.serving.artifacts import ModelInfo, load_model, load_vocabulary, save_model, save_vocabulary
+from captioner.text.vocabulary import Vocabulary
 
 VOCAB = Vocabulary.build(["a red circle", "a blue square on grey", "two dogs"], min_count=1, max_length=6)
 
@@ -36,19 +37,6 @@ def test_shapes_and_attention_is_a_distribution(model):
     np.testing.assert_allclose(np.sum(alpha, axis=-1), 1.0, rtol=1e-5)
 
 
-def test_incremental_steps_match_teacher_forcing(model):
-    """Decoding word by word with carried state gives exactly the full-sequence logits."""
-    features, tokens = _inputs()
-    full_logits, full_alpha = model([features, tokens], training=False)
-    decoder = get_decoder(model)
-    keys = decoder.attention.project_keys(features)
-    state = decoder.initial_state(features)
-    for t in range(tokens.shape[1]):
-        logits, alpha, state = decoder.step(tokens[:, t], state, features, keys)
-        np.testing.assert_allclose(logits, full_logits[:, t], rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(alpha, full_alpha[:, t], rtol=1e-4, atol=1e-6)
-
-
 def test_dropout_only_in_training(model):
     features, tokens = _inputs()
     a, _ = model([features, tokens], training=False)
@@ -59,8 +47,8 @@ def test_dropout_only_in_training(model):
 
 
 def test_layers_serialise_through_get_config():
-    decoder = AttentionDecoder(50, embedding_dim=4, units=6, attention_units=3, dropout=0.2, name="d")
-    clone = AttentionDecoder.from_config(decoder.get_config())
+    decoder = ShowAttendTell(50, embedding_dim=4, units=6, attention_units=3, dropout=0.2, name="d")
+    clone = ShowAttendTell.from_config(decoder.get_config())
     assert (clone.vocab_size, clone.units, clone.attention_units, clone.dropout_rate) == (50, 6, 3, 0.2)
     assert SoftAttention.from_config(SoftAttention(7).get_config()).units == 7
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocoevalcap.cider.cider import Cider
 
-from captioner.scst import CiderD
+from captioner.training.rewards import CiderD
 
 REFS = {
     "1": ["a dog runs on the grass", "a brown dog running", "the dog is running in a field"],
@@ -28,3 +28,98 @@ def test_reward_prefers_good_and_complete_captions():
     assert scorer.score(["a", "dog", "running", "on", "grass"], 0) > scorer.score(["a", "dog", "running", "on"], 0)
     assert scorer.score(["a", "dog", "running", "on", "grass"], 0) > scorer.score(["two", "kids", "swimming"], 0)
     assert scorer.score([], 0) == pytest.approx(0.0, abs=1e-6)
+
+
+# --- the self-critical trainer on a tiny model -------------------------------------------------------
+
+GROUPS = [["a red circle on grey", "a red circle", "red circle on a grey background"],
+          ["two dogs run on the beach", "two dogs run", "dogs on a beach"],
+          ["a man rides a bike", "a man on a bike", "a man rides a blue bike"]]
+CELLS, CHANNELS = 6, 12
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A decoder briefly trained with cross-entropy on three feature grids, and what SCST needs with it."""
+    import keras
+
+    from captioner.models.base import build_caption_model
+    from captioner.text.vocabulary import Vocabulary
+    from captioner.training.xent import CaptionTrainer
+
+    keras.utils.set_random_seed(0)
+    vocab = Vocabulary.build([c for group in GROUPS for c in group], min_count=1)
+    centres = np.random.default_rng(0).normal(size=(len(GROUPS), CELLS, CHANNELS)).astype("float32")
+    model = build_caption_model(len(vocab), (CELLS, CHANNELS), embedding_dim=16, units=32, attention_units=8,
+                                dropout=0.0)
+    sequences = [vocab.encode(c) for group in GROUPS for c in group] * 4
+    tokens = np.zeros((len(sequences), max(map(len, sequences))), np.int32)
+    for row, sequence in enumerate(sequences):
+        tokens[row, : len(sequence)] = sequence
+    grids = np.repeat(centres, 3, axis=0)[np.arange(len(sequences)) % 9]
+    trainer = CaptionTrainer(model, attention_reg=0.0)
+    trainer.compile(optimizer=keras.optimizers.Adam(0.01))
+    trainer.fit((grids, tokens[:, :-1]), tokens[:, 1:], batch_size=12, epochs=2, verbose=0)
+    reward = CiderD([[vocab.tokenize(c) for c in group] for group in GROUPS])
+    return model, vocab, reward, centres
+
+
+def _mean_reward(trainer, centres: np.ndarray, draws: int = 64) -> float:
+    import tensorflow as tf
+
+    features = tf.constant(np.repeat(centres, draws, axis=0))
+    samples = trainer.generator.sample(features).numpy()
+    return float(trainer._rewards(samples, np.repeat(np.arange(len(centres)), draws)).mean())
+
+
+def test_leave_one_out_advantage_by_hand():
+    import tensorflow as tf
+
+    from captioner.training.scst import leave_one_out_advantage
+
+    rewards = tf.constant([[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]])
+    expected = [[1 - 2.5, 2 - 2.0, 3 - 1.5], [0 - 3.0, 0 - 3.0, 6 - 0.0]]
+    np.testing.assert_allclose(leave_one_out_advantage(rewards), expected)
+
+
+def test_samples_stop_at_end_and_never_hold_special_tokens(tiny):
+    import tensorflow as tf
+
+    from captioner.decoding.search import CaptionGenerator
+    from captioner.models.base import get_decoder
+
+    model, vocab, _, centres = tiny
+    samples = CaptionGenerator(get_decoder(model), vocab).sample(tf.constant(np.repeat(centres, 20, 0))).numpy()
+    assert len({tuple(row) for row in samples}) > 3, "sampling, not greedy decoding"
+    for row in samples:
+        ends = np.flatnonzero(row == vocab.end_id)
+        words = row[: ends[0]] if len(ends) else row
+        assert not set(words) & {vocab.pad_id, vocab.start_id, vocab.unk_id}
+        if len(ends):
+            assert (row[ends[0] + 1:] == vocab.pad_id).all()
+
+
+def test_self_critical_steps_raise_the_reward(tiny):
+    import keras
+    import tensorflow as tf
+
+    from captioner.training.scst import SelfCriticalTrainer
+
+    model, vocab, reward, centres = tiny
+    trainer = SelfCriticalTrainer(model, vocab, reward, samples=6)
+    trainer.compile(optimizer=keras.optimizers.Adam(5e-3))
+    keras.utils.set_random_seed(1)
+    before = _mean_reward(trainer, centres)
+    data = tf.data.Dataset.from_tensor_slices((centres, np.arange(len(centres)))).repeat(20).batch(3)
+    history = trainer.fit(data, epochs=1, verbose=0).history
+    after = _mean_reward(trainer, centres)
+    assert after > before + 0.3, (before, after)
+    assert history["reward"][-1] > 0
+
+
+def test_self_critical_needs_two_samples(tiny):
+    from captioner.training.scst import SelfCriticalTrainer
+
+    model, vocab, reward, _ = tiny
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        SelfCriticalTrainer(model, vocab, reward, samples=1)

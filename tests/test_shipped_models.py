@@ -10,11 +10,11 @@ import pytest
 from conftest import ROOT
 
 import captioner
-from captioner.api import SHIPPED_LANGUAGES, shipped_model_paths
-from captioner.artifacts import read_model_info
-from captioner.data import load_dataset
-from captioner.decode import DecodeOptions
-from captioner.evaluate import score_captions
+from captioner.data.datasets import load_dataset
+from captioner.decoding.options import DecodeOptions
+from captioner.evaluation.metrics import score_captions
+from captioner.serving.artifacts import read_model_info
+from captioner.serving.shipped import SHIPPED_LANGUAGES, shipped_model_paths
 
 PHOTOS = 24  # dev photos captioned per language: a few seconds on two cores
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from captioner.errors import ArtifactError
-from captioner.vocab import Vocabulary, clean_text, join_tokens, tokenize
+from captioner.text.vocabulary import Vocabulary, clean_text, join_tokens, tokenize
 
 
 def test_english_cleaning_keeps_inner_apostrophes_and_hyphens():

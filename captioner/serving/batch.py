@@ -17,11 +17,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from captioner.api import Captioner
-from captioner.decode import GREEDY, Caption, DecodeOptions
+from captioner.data.images import Failure
+from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.errors import CaptionerError
-from captioner.features import image_key
-from captioner.images import Failure
+from captioner.features.cache import image_key
+from captioner.serving.api import Captioner
 
 FORMATS = (".csv", ".jsonl")
 CSV_COLUMNS = ("image", "caption", "confidence", "log_prob", "n_best")  # n_best: a JSON list in the cell
@@ -44,7 +44,7 @@ def caption_record(image: str, caption: Caption) -> dict:
         return {"confidence": round(c.confidence, 4), "log_prob": round(c.log_prob, 4)}
 
     return {"image": image, "caption": caption.text, **scores(caption),
-            "n_best": [{"caption": c.text, **scores(c)} for c in caption.alternatives]}
+            "n_best": [{"caption": c.text, **scores(c)} for c in caption.n_best]}
 
 
 class CaptionFile:
@@ -98,9 +98,10 @@ class CaptionFile:
 
 
 def caption_to_file(captioner: Captioner, paths: Sequence[str | os.PathLike], output: str | os.PathLike,
-                    options: DecodeOptions = GREEDY, batch_size: int = 32,
+                    options: DecodeOptions = DEFAULT_DECODING, batch_size: int = 32,
                     progress: bool = True) -> BatchReport:
-    """Caption image files into a CSV or JSONL file, skipping the images it already holds.
+    """Caption image files into a CSV or JSONL file (beam 3 unless `options` says otherwise), skipping the
+    images it already holds.
 
     Images are matched by absolute path, so re-run from the same folder (or give absolute paths)
     to resume. Unreadable files are skipped and returned with the reason; they are not written,

@@ -9,7 +9,7 @@ from matplotlib import font_manager
 from matplotlib.figure import Figure
 from PIL import Image
 
-from captioner.decode import Caption
+from captioner.decoding.options import Caption
 
 #: Fonts with Chinese glyphs, which matplotlib's default DejaVu Sans lacks; the first installed is used.
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
@@ -27,7 +27,7 @@ def caption_fonts() -> list[str]:
 
 def heatmap(weights: np.ndarray, grid_shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
     """One word's weights over the grid (cells,), smoothly upsampled to `size` (w, h), scaled 0..1."""
-    grid = np.asarray(weights, np.float32).reshape(grid_shape)  # (7, 7)
+    grid = np.asarray(weights, np.float32).reshape(grid_shape)  # (rows, columns)
     grid = grid / max(float(grid.max()), 1e-12)
     upsampled = Image.fromarray((grid * 255).astype(np.uint8), mode="L").resize(size, Image.Resampling.BICUBIC)
     return np.asarray(upsampled, np.float32) / 255.0  # (h, w)

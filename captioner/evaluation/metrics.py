@@ -16,19 +16,13 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
-from tqdm.auto import tqdm
 
-from captioner.api import Captioner
-from captioner.artifacts import METRICS
-from captioner.data import CaptionDataset
-from captioner.decode import GREEDY, Caption, DecodeOptions
 from captioner.errors import CaptionerError
-from captioner.features import FeatureCache
-from captioner.vocab import tokenize
+from captioner.evaluation import METRICS
+from captioner.text.vocabulary import tokenize
 
 METEOR_LANGUAGES = {"de": "de", "fr": "fr", "cs": "cz", "es": "es"}  # our code → METEOR 1.5's
 
@@ -126,43 +120,3 @@ def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
         lines.append(name.ljust(width) + "".join(
             (f"{row[c]:.4f}" if c in row else "-").rjust(9) for c in columns))
     return "\n".join(lines)
-
-
-def caption_split(captioner: Captioner, dataset: CaptionDataset, split: str, options: DecodeOptions = GREEDY,
-                  cache_dir: str | os.PathLike = "cache/features", batch_size: int = 100,
-                  ) -> dict[str, Caption]:
-    """Caption every image of a split, reusing (and filling) the feature cache."""
-    names = dataset.split(split)
-    if not names:
-        raise CaptionerError(f"{dataset.source}: the {split} split is empty.")
-    cache = FeatureCache(cache_dir, captioner.info.encoder, captioner.info.image_size)
-    failures = cache.extract([dataset.path(n) for n in names], captioner.encoder)
-    bad = {str(f.path) for f in failures}
-    names = [n for n in names if str(dataset.path(n)) not in bad]
-    captions: dict[str, Caption] = {}
-    for start in tqdm(range(0, len(names), batch_size), desc=f"Captioning {split}", unit="batch"):
-        batch = names[start:start + batch_size]
-        features = cache.load([dataset.path(n) for n in batch]).astype(np.float32)
-        captions.update(zip(batch, captioner.caption_features(features, options), strict=True))
-    return captions
-
-
-def decoding_name(options: DecodeOptions) -> str:
-    """Row label of a decoding setting, e.g. 'greedy' or 'beam 3'."""
-    return "greedy" if options.beam_size == 1 else f"beam {options.beam_size}"
-
-
-def evaluate_model(captioner: Captioner, dataset: CaptionDataset, split: str = "dev",
-                   decodings: Sequence[DecodeOptions] = (GREEDY, DecodeOptions(beam_size=3)),
-                   cache_dir: str | os.PathLike = "cache/features", fast: bool = False,
-                   ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Caption]]]:
-    """COCO metrics of a model's captions on a split for each decoding, and the captions themselves."""
-    vocab = captioner.vocab
-    scores, captions = {}, {}
-    for options in decodings:
-        name = decoding_name(options)
-        captions[name] = caption_split(captioner, dataset, split, options, cache_dir)
-        scores[name] = score_captions({n: dataset.captions[n] for n in captions[name]},
-                                      {n: c.text for n, c in captions[name].items()}, lang=vocab.lang,
-                                      tokenization=vocab.tokenization, meteor=not fast, ptb=not fast)
-    return scores, captions

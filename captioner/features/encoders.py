@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from captioner.errors import WeightsError
+from captioner.features import DEFAULT_ENCODER
 
 SHARED_WEIGHTS_HINT = "../shared/weights/"
 
@@ -86,7 +87,7 @@ def _offline_message(backbone: Backbone, error: Exception) -> str:
 class ImageEncoder:
     """A pretrained CNN turning (batch, H, W, 3) uint8 images into (batch, cells, channels) grids."""
 
-    def __init__(self, name: str = "mobilenet_v2", weights: str | os.PathLike | None = "imagenet"):
+    def __init__(self, name: str = DEFAULT_ENCODER, weights: str | os.PathLike | None = "imagenet"):
         self.backbone = get_backbone(name)
         self.name = name
         resolved = resolve_weights(self.backbone, weights)
@@ -111,16 +112,16 @@ class ImageEncoder:
 
     @tf.function(reduce_retracing=True)
     def _encode(self, images: tf.Tensor) -> tf.Tensor:
-        x = self.backbone.preprocess(tf.cast(images, tf.float32))  # (batch, 224, 224, 3)
-        grid = self.model(x, training=False)  # (batch, 7, 7, 1280)
-        return tf.reshape(grid, (tf.shape(grid)[0], -1, grid.shape[-1]))  # (batch, 49, 1280)
+        x = self.backbone.preprocess(tf.cast(images, tf.float32))  # (batch, size, size, 3)
+        grid = self.model(x, training=False)  # (batch, rows, columns, channels)
+        return tf.reshape(grid, (tf.shape(grid)[0], -1, grid.shape[-1]))  # (batch, cells, channels)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Encode a batch of uint8 images already resized to `image_size`."""
         return self._encode(tf.convert_to_tensor(images, tf.uint8)).numpy()
 
 
-def shared_encoder(name: str = "mobilenet_v2", weights: str | os.PathLike | None = "imagenet") -> ImageEncoder:
+def shared_encoder(name: str = DEFAULT_ENCODER, weights: str | os.PathLike | None = "imagenet") -> ImageEncoder:
     """The process's ImageEncoder for a backbone and weights file: captioners on the same CNN (the
     app's caption languages) share one network and its traced function instead of each building one.
 

@@ -18,10 +18,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from captioner.api import SHIPPED_LANGUAGES, Captioner, load, shipped_model_paths
-from captioner.decode import GREEDY, Caption, DecodeOptions
+from captioner.data.images import ImageSource, load_image
+from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.errors import ImageError
-from captioner.images import ImageSource, load_image
+from captioner.serving.api import Captioner, load
+from captioner.serving.artifacts import MODEL_FILE, VOCAB_FILE
+from captioner.serving.shipped import SHIPPED_LANGUAGES, env_names, recipe_path, shipped_model_paths
 
 #: Example photos bundled with scikit-image (public domain / CC0), read at run time so that the
 #: repository ships no photos: label → (skimage.data function, credit).
@@ -45,15 +47,15 @@ def load_example(label: str) -> Image.Image:
 class ModelPaths:
     """Which model, vocabulary and encoder weights to load; defaults come from the environment."""
 
-    model: str = "mymodel.h5"
-    tokenizer: str = "tokenizer.pkl"
+    model: str = MODEL_FILE
+    tokenizer: str = VOCAB_FILE
     encoder_weights: str = "imagenet"  # a file path, or "imagenet" for Keras's cache/download
 
     @classmethod
     def from_env(cls) -> ModelPaths:
         """CAPTIONER_MODEL, CAPTIONER_TOKENIZER, CAPTIONER_ENCODER_WEIGHTS, else the defaults."""
-        return cls(os.environ.get("CAPTIONER_MODEL") or cls.model,
-                   os.environ.get("CAPTIONER_TOKENIZER") or cls.tokenizer,
+        model_var, tokenizer_var = env_names("en")
+        return cls(os.environ.get(model_var) or cls.model, os.environ.get(tokenizer_var) or cls.tokenizer,
                    os.environ.get("CAPTIONER_ENCODER_WEIGHTS") or cls.encoder_weights)
 
 
@@ -79,10 +81,10 @@ def language_models(environ: Mapping[str, str] = os.environ) -> dict[str, ModelP
     weights = environ.get("CAPTIONER_ENCODER_WEIGHTS") or ModelPaths.encoder_weights
     models = {}
     for lang in SHIPPED_LANGUAGES:
-        suffix = "" if lang == "en" else f"_{lang.upper()}"
+        model_var, tokenizer_var = env_names(lang)
         model, tokenizer = shipped_model_paths(lang)
-        models[lang] = ModelPaths(environ.get(f"CAPTIONER_MODEL{suffix}") or str(model),
-                                  environ.get(f"CAPTIONER_TOKENIZER{suffix}") or str(tokenizer), weights)
+        models[lang] = ModelPaths(environ.get(model_var) or str(model), environ.get(tokenizer_var) or str(tokenizer),
+                                  weights)
     return models
 
 
@@ -93,11 +95,10 @@ def missing_files(paths: ModelPaths) -> list[str]:
 
 def how_to_get(lang: str) -> str:
     """Markdown: how to get a language's model files, for a page that cannot offer the language yet."""
-    recipe = "configs/flickr8k.yaml" if lang == "en" else f"configs/flickr8k_{lang}.yaml"
     model, tokenizer = shipped_model_paths(lang)
-    suffix = "" if lang == "en" else f"_{lang.upper()}"
-    return (f"train it with `captioner train --config {recipe}` and put its `mymodel.h5` + `tokenizer.pkl` "
-            f"at `{model}` and `{tokenizer}`, or set `CAPTIONER_MODEL{suffix}` and `CAPTIONER_TOKENIZER{suffix}`")
+    model_var, tokenizer_var = env_names(lang)
+    return (f"train it with `captioner train --config {recipe_path(lang)}` and put its `{MODEL_FILE}` + "
+            f"`{VOCAB_FILE}` at `{model}` and `{tokenizer}`, or set `{model_var}` and `{tokenizer_var}`")
 
 
 @dataclass
@@ -179,7 +180,7 @@ def read_images(items: Sequence[tuple[str, ImageSource]]) -> list[ImageResult]:
 
 
 def caption_in_languages(models: Mapping[str, Captioner], images: Sequence[ImageSource],
-                         options: DecodeOptions = GREEDY) -> list[dict[str, Caption]]:
+                         options: DecodeOptions = DEFAULT_DECODING) -> list[dict[str, Caption]]:
     """Each image's caption by every model of {language: Captioner}, in the mapping's order.
 
     The CNN is the slow part, so captioners trained on the same encoder features (same
@@ -202,7 +203,7 @@ def caption_in_languages(models: Mapping[str, Captioner], images: Sequence[Image
 
 
 def caption_images(models: Captioner | Mapping[str, Captioner], items: Sequence[tuple[str, ImageSource]],
-                   options: DecodeOptions = GREEDY, batch_size: int = 8,
+                   options: DecodeOptions = DEFAULT_DECODING, batch_size: int = 8,
                    progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
     """Caption many images in one language (a Captioner) or several ({language: Captioner}).
 
@@ -237,7 +238,7 @@ def export_rows(results: Sequence[ImageResult]) -> list[dict]:
                          "alt_text": alt_text(caption) if caption else "",
                          "confidence": round(caption.confidence, 4) if caption else None,
                          "alternatives": [{"caption": a.text, "confidence": round(a.confidence, 4)}
-                                          for a in (caption.alternatives[1:] if caption else [])],
+                                          for a in (caption.alternatives if caption else [])],
                          "error": r.error or ""})
     return rows
 

@@ -8,6 +8,7 @@ tampered file cannot run code.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -20,10 +21,18 @@ import h5py
 import keras
 
 from captioner.errors import ArtifactError
-from captioner.model import AttentionDecoder
-from captioner.vocab import Vocabulary
+from captioner.evaluation import METRICS
+from captioner.models import DEFAULT_DECODER
+from captioner.models.base import get_decoder, registered_decoders
+from captioner.text.vocabulary import Vocabulary
 
 METADATA_ATTR = "captioner_metadata"
+MODEL_FILE, VOCAB_FILE = "mymodel.h5", "tokenizer.pkl"
+
+
+def vocabulary_beside(model_path: str | os.PathLike) -> Path:
+    """The tokenizer.pkl saved in the same folder as a model file."""
+    return Path(model_path).with_name(VOCAB_FILE)
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class ModelInfo:
     vocab_size: int
     vocab_fingerprint: str
     lang: str = "en"
+    decoder: str = DEFAULT_DECODER  # registry name of the decoder class; files from before the registry are "sat"
     extra: dict | None = None  # free-form facts: dev scores, training recipe…
 
 
@@ -67,7 +77,8 @@ def load_vocabulary(path: str | os.PathLike) -> Vocabulary:
 
 def save_model(model: keras.Model, vocab: Vocabulary, info: ModelInfo, model_path: str | os.PathLike,
                vocab_path: str | os.PathLike) -> None:
-    """Write the decoder (HDF5, with metadata) and its vocabulary side by side."""
+    """Write the decoder (HDF5, with metadata naming its registered class) and its vocabulary side by side."""
+    info = dataclasses.replace(info, decoder=get_decoder(model).registry_name)
     model_path = Path(model_path)
     model_path.parent.mkdir(parents=True, exist_ok=True)
     full = model_path.with_suffix(".float32.h5")
@@ -111,10 +122,14 @@ def read_model_info(model_path: str | os.PathLike) -> ModelInfo:
     if raw is None:
         raise ArtifactError(f"{path}: not a captioner model (no {METADATA_ATTR}); "
                             f"it may come from another tool; retrain with `captioner train`.")
-    return ModelInfo(**json.loads(raw))
-
-
-METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
+    try:
+        info = ModelInfo(**json.loads(raw))
+    except (TypeError, ValueError) as error:
+        raise ArtifactError(f"{path}: its captioner metadata is not readable by this version ({error}).") from None
+    if info.decoder not in registered_decoders():
+        raise ArtifactError(f"{path}: made with decoder {info.decoder!r}, which this version of captioner does "
+                            f"not have (it has {', '.join(registered_decoders())}); upgrade captioner.")
+    return info
 
 
 def score_tables(extra: dict | None) -> dict[str, dict[str, float]]:
@@ -156,6 +171,3 @@ def load_model(model_path: str | os.PathLike, vocab_path: str | os.PathLike,
         raise ArtifactError(f"{model_path}: cannot load the model ({error}).") from None
     return model, vocab, info
 
-
-def get_decoder(model: keras.Model) -> AttentionDecoder:
-    return model.get_layer("decoder")

@@ -15,6 +15,8 @@ PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)
 TOKENIZATIONS = ("words", "chars")
 _JOINERS = "'’-"  # kept inside words: "man's", "l'homme", "t-shirt"
+#: Words (or characters) a training caption keeps; decoding allows two tokens more (<end> and slack).
+MAX_CAPTION_LENGTH = 25
 
 
 def _is_word_char(char: str) -> bool:
@@ -89,7 +91,7 @@ class Vocabulary:
 
     tokens: list[str]
     tokenization: str = "words"
-    max_length: int = 30
+    max_length: int = MAX_CAPTION_LENGTH
     lang: str = "en"
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
@@ -104,7 +106,7 @@ class Vocabulary:
         self._index = {token: i for i, token in enumerate(self.tokens)}
 
     @classmethod
-    def build(cls, captions: Iterable[str], min_count: int = 5, max_length: int = 30,
+    def build(cls, captions: Iterable[str], min_count: int = 5, max_length: int = MAX_CAPTION_LENGTH,
               tokenization: str = "words", lang: str = "en") -> Vocabulary:
         """Keep tokens seen at least `min_count` times, most frequent first."""
         counts = Counter(t for caption in captions for t in tokenize(caption, tokenization))

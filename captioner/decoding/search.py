@@ -1,58 +1,21 @@
 """Decoding: turn encoder features into captions with a trained decoder, one word at a time.
 
-The LSTM state and the projected attention keys are carried between steps, so no prefix is
-ever run through the network again; each search is one compiled tf.function over a batch.
+Every search drives the decoder contract (`prepare` once per image, then `step` per word), so the
+decoder's state and the projected attention keys are carried between steps and no prefix is ever
+run through the network again. Greedy decoding and sampling (self-critical training) are one loop
+with two ways of picking the word; beam search decodes the greedy caption as one more row of its
+own loop. Each search is one compiled tf.function over a batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import tensorflow as tf
 
-from captioner.model import AttentionDecoder
-from captioner.vocab import Vocabulary
-
-NEG_INF = -1e9
-
-
-@dataclass
-class Caption:
-    """One generated caption with its score and per-word attention over the feature grid."""
-
-    text: str
-    words: list[str]
-    log_prob: float  # sum of log-probabilities of the words and <end>
-    attention: np.ndarray = field(repr=False)  # (len(words), cells); each row sums to 1
-    alternatives: list[Caption] = field(default_factory=list, repr=False)  # n-best list, best first
-    score: float = 0.0  # log_prob / length**length_penalty, what the search ranks by
-
-    @property
-    def confidence(self) -> float:
-        """Geometric-mean probability of the generated tokens (<end> included), in [0, 1]."""
-        return float(np.exp(self.log_prob / (len(self.words) + 1)))
-
-    def __str__(self) -> str:
-        return self.text
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """How to search: beam width (1 = greedy), n-best size, length normalisation, <unk> and repeat blocking."""
-
-    beam_size: int = 3
-    n_best: int = 1
-    length_penalty: float = 0.7  # rank by log p / length**length_penalty; 0 = raw log-probability
-    block_unk: bool = True
-    # No word twice in a row and no three-word phrase twice ("on a bike on a bike"): the decoder's
-    # commonest flaw, as in fairseq's no_repeat_ngram_size=3. With character tokens only the
-    # three-character rule applies: Chinese doubles characters in words (狗狗, 泡泡, 滑滑梯).
-    block_repeats: bool = True
-    max_length: int | None = None
-
-
-GREEDY = DecodeOptions(beam_size=1)
+from captioner.decoding.constraints import NEG_INF, blocked_tokens, repeat_mask
+from captioner.decoding.options import DEFAULT_DECODING, GREEDY, Caption, DecodeOptions
+from captioner.models.base import StepDecoder
+from captioner.text.vocabulary import Vocabulary
 
 
 def _bucketed(features: np.ndarray) -> tf.Tensor:
@@ -62,10 +25,10 @@ def _bucketed(features: np.ndarray) -> tf.Tensor:
     however batch sizes vary (e.g. when unreadable files drop out of a batch). Copies of a real
     grid end their search with it, so they never keep the loop running.
     """
-    features = np.asarray(features, np.float32)  # (n, 49, C); cached features are float16
+    features = np.asarray(features, np.float32)  # (n, cells, channels); cached features are float16
     n = len(features)
     padding = np.repeat(features[-1:], (1 << (n - 1).bit_length()) - n, axis=0)
-    return tf.constant(np.concatenate([features, padding]))  # (bucket, 49, C)
+    return tf.constant(np.concatenate([features, padding]))  # (bucket, cells, channels)
 
 
 def _gather_beams(tensor: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
@@ -74,9 +37,9 @@ def _gather_beams(tensor: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
 
 
 class CaptionGenerator:
-    """Greedy and beam-search decoding for batches of feature grids with a trained AttentionDecoder."""
+    """Greedy decoding, beam search and sampling for batches of feature grids, with any StepDecoder."""
 
-    def __init__(self, decoder: AttentionDecoder, vocab: Vocabulary, max_length: int | None = None):
+    def __init__(self, decoder: StepDecoder, vocab: Vocabulary, max_length: int | None = None):
         self.decoder = decoder
         self.vocab = vocab
         self.max_length = max_length or vocab.max_length + 2
@@ -84,82 +47,61 @@ class CaptionGenerator:
         # ~1.3x faster beam search on a 2-core CPU (the encoder CNN, by contrast, is slower under XLA).
         self._greedy = tf.function(self._greedy_graph, reduce_retracing=True, jit_compile=True)
         self._beam = tf.function(self._beam_graph, reduce_retracing=True, jit_compile=True)
-
-    def _blocked(self, block_unk: bool) -> tf.Tensor:
-        """Additive mask over the vocabulary: tokens that may never be generated."""
-        mask = np.zeros(len(self.vocab), np.float32)
-        mask[[self.vocab.pad_id, self.vocab.start_id]] = NEG_INF
-        if block_unk:
-            mask[self.vocab.unk_id] = NEG_INF
-        return tf.constant(mask)
-
-    def _repeat_mask(self, history: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
-        """Additive mask (rows, V) of the tokens that would repeat a three-token phrase already written
-        or, for word vocabularies, the previous word, given each row's tokens so far (rows, T)
-        (positions from t on unused)."""
-        rows, length = tf.shape(history)[0], history.shape[1]
-        row_ids = tf.range(rows)
-        prev = tf.gather(history, tf.maximum(t - 1, 0), axis=1)  # (rows,)
-        before = tf.gather(history, tf.maximum(t - 2, 0), axis=1)  # (rows,)
-        # Earlier trigrams (s, s+1, s+2) with s+2 < t that start with the last two words.
-        starts = tf.range(length - 2)  # (T-2,)
-        match = (tf.equal(history[:, :-2], before[:, None]) & tf.equal(history[:, 1:-1], prev[:, None])
-                 & (starts[None, :] + 2 < t) & (t >= 2))  # (rows, T-2)
-        indices = tf.stack([tf.broadcast_to(row_ids[:, None], tf.shape(match)), history[:, 2:]], -1)  # (rows, T-2, 2)
-        repeats = tf.scatter_nd(tf.reshape(indices, [-1, 2]), tf.reshape(tf.cast(match, tf.float32), [-1]),
-                                [rows, len(self.vocab)])  # (rows, V): how often each word would repeat
-        if self.vocab.tokenization == "words":
-            repeats += tf.one_hot(prev, len(self.vocab)) * tf.cast(t >= 1, tf.float32)  # the same word twice
-        return tf.where(repeats > 0, NEG_INF, 0.0)  # (rows, V)
+        self._sample = tf.function(self._greedy_graph, reduce_retracing=True)  # random draws: no XLA
 
     def _start(self, features: tf.Tensor, copies: int):
-        """Features, projected keys and initial state, each repeated `copies` times per image.
+        """The decoder's memory and initial state, each repeated `copies` times per image.
 
-        Keys and state are computed once per image and then repeated, not once per copy.
+        They are computed once per image and then repeated, not once per copy.
         """
-        keys = self.decoder.attention.project_keys(features)  # (batch, 49, A)
-        state = self.decoder.initial_state(features)  # 2 × (batch, units)
-        return (tf.repeat(features, copies, axis=0), tf.repeat(keys, copies, axis=0),  # (batch * copies, 49, ·)
-                [tf.repeat(s, copies, axis=0) for s in state])
+        memory, state = self.decoder.prepare(features)  # (batch, ...) each
+        repeat = lambda x: tf.repeat(x, copies, axis=0)  # noqa: E731  (batch * copies, ...)
+        return tf.nest.map_structure(repeat, memory), tf.nest.map_structure(repeat, state)
 
     def _greedy_pick(self, log_probs: tf.Tensor, alpha: tf.Tensor, t: tf.Tensor, finished: tf.Tensor,
-                     outputs: tuple) -> tuple:
-        """One greedy step: the most likely word per row, written into fixed-size (batch, T, ...) outputs.
+                     outputs: tuple, sample: bool = False) -> tuple:
+        """One step of greedy decoding (the most likely word per row) or of sampling (a word drawn from
+        the distribution), written into fixed-size (batch, T, ...) outputs.
 
         The outputs are updated through a one-hot time mask, as XLA needs static shapes; rows that
         have ended get <pad> with log p 0.
         """
         out_tokens, out_logp, out_alpha = outputs
         max_length = out_tokens.shape[1]
-        tokens = tf.argmax(log_probs, axis=-1, output_type=tf.int32)  # (batch,)
+        if sample:
+            tokens = tf.random.categorical(log_probs, 1, dtype=tf.int32)[:, 0]  # (batch,)
+        else:
+            tokens = tf.argmax(log_probs, axis=-1, output_type=tf.int32)  # (batch,)
+        chosen = tf.gather(log_probs, tokens, batch_dims=1)  # (batch,)
         tokens = tf.where(finished, self.vocab.pad_id, tokens)
         at_t = tf.one_hot(t, max_length)  # (T,)
         out_tokens += tokens[:, None] * tf.cast(at_t, tf.int32)  # (batch, T)
-        out_logp += tf.where(finished, 0.0, tf.reduce_max(log_probs, -1))[:, None] * at_t  # (batch, T)
-        out_alpha += alpha[:, None, :] * at_t[None, :, None]  # (batch, T, 49)
+        out_logp += tf.where(finished, 0.0, chosen)[:, None] * at_t  # (batch, T)
+        out_alpha += alpha[:, None, :] * at_t[None, :, None]  # (batch, T, cells)
         finished = finished | tf.equal(tokens, self.vocab.end_id)
         return tokens, finished, (out_tokens, out_logp, out_alpha)
 
     def _greedy_outputs(self, batch: tf.Tensor, cells: int, max_length: int) -> tuple:
-        """Empty (tokens, log p, α) outputs for _greedy_pick: (batch, T), (batch, T), (batch, T, 49)."""
+        """Empty (tokens, log p, α) outputs for _greedy_pick: (batch, T), (batch, T), (batch, T, cells)."""
         return (tf.zeros([batch, max_length], tf.int32), tf.zeros([batch, max_length]),
                 tf.zeros([batch, max_length, cells]))
 
-    def _greedy_graph(self, features: tf.Tensor, block_unk: bool, block_repeats: bool, max_length: int):
-        blocked = self._blocked(block_unk)
+    def _greedy_graph(self, features: tf.Tensor, block_unk: bool, block_repeats: bool, max_length: int,
+                      sample: bool = False):
+        blocked = blocked_tokens(self.vocab, block_unk)
         batch = tf.shape(features)[0]
         outputs = self._greedy_outputs(batch, features.shape[1], max_length)
-        features, keys, state = self._start(features, 1)
+        memory, state = self._start(features, 1)
         tokens = tf.fill([batch], self.vocab.start_id)  # (batch,)
         finished = tf.zeros([batch], tf.bool)
         for t in tf.range(max_length):
             if tf.reduce_all(finished):
                 break
-            logits, alpha, state = self.decoder.step(tokens, state, features, keys)  # (batch, V)
+            logits, alpha, state = self.decoder.step(tokens, state, memory)  # (batch, V)
             log_probs = tf.nn.log_softmax(logits) + blocked  # (batch, V)
             if block_repeats:
-                log_probs += self._repeat_mask(outputs[0], t)
-            tokens, finished, outputs = self._greedy_pick(log_probs, alpha, t, finished, outputs)
+                log_probs += repeat_mask(outputs[0], t, self.vocab)
+            tokens, finished, outputs = self._greedy_pick(log_probs, alpha, t, finished, outputs, sample)
         return outputs
 
     def _beam_graph(self, features: tf.Tensor, beam_size: int, length_penalty: float, block_unk: bool,
@@ -172,13 +114,13 @@ class CaptionGenerator:
         same steps, as one more row per image, so the fallback costs no second pass over the weights
         (which dominates a step on a CPU).
         """
-        vocab, blocked, k = self.vocab, self._blocked(block_unk), beam_size
+        vocab, blocked, k = self.vocab, blocked_tokens(self.vocab, block_unk), beam_size
         batch = tf.shape(features)[0]
         cells = features.shape[1]
         vocab_size = len(vocab)
         greedy_outputs = self._greedy_outputs(batch, cells, max_length)
         greedy_finished = tf.zeros([batch], tf.bool)
-        features, keys, state = self._start(features, k + 1)  # (batch * (k+1), 49, C): k beams, then greedy
+        memory, state = self._start(features, k + 1)  # (batch * (k+1), ...): k beams, then greedy
         # Only the first beam is live at the start, so the first expansion is not k copies of one.
         alive_score = tf.tile(tf.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch, 1])  # (batch, k)
         alive_seq = tf.zeros([batch, k, max_length], tf.int32)
@@ -189,24 +131,24 @@ class CaptionGenerator:
         done_alpha = tf.zeros([batch, k, max_length, cells])
         tokens = tf.fill([batch * (k + 1)], vocab.start_id)
         for t in tf.range(max_length):
-            logits, alpha, state = self.decoder.step(tokens, state, features, keys)  # (batch*(k+1), V)
+            logits, alpha, state = self.decoder.step(tokens, state, memory)  # (batch*(k+1), V)
             log_probs = tf.nn.log_softmax(logits) + blocked  # (batch*(k+1), V)
             if block_repeats:
                 history = tf.concat([alive_seq, greedy_outputs[0][:, None]], 1)  # (batch, k+1, T)
-                log_probs += self._repeat_mask(tf.reshape(history, [-1, max_length]), t)
+                log_probs += repeat_mask(tf.reshape(history, [-1, max_length]), t, vocab)
             log_probs = tf.reshape(log_probs, [batch, k + 1, vocab_size])
             alpha = tf.reshape(alpha, [batch, k + 1, cells])
             greedy_tokens, greedy_finished, greedy_outputs = self._greedy_pick(
                 log_probs[:, k], alpha[:, k], t, greedy_finished, greedy_outputs)
-            log_probs, alpha = log_probs[:, :k], alpha[:, :k]  # (batch, k, V), (batch, k, 49)
+            log_probs, alpha = log_probs[:, :k], alpha[:, :k]  # (batch, k, V), (batch, k, cells)
             candidates = tf.reshape(alive_score[:, :, None] + log_probs, [batch, k * vocab_size])
             score, flat = tf.math.top_k(candidates, 2 * k)  # (batch, 2k)
             origin, token = flat // vocab_size, flat % vocab_size  # beam each candidate extends, its word
             at_t = tf.one_hot(t, max_length, dtype=tf.int32)  # (max_length,)
             seq = _gather_beams(alive_seq, origin) * (1 - at_t) + token[:, :, None] * at_t  # (batch, 2k, T)
-            step_alpha = _gather_beams(alpha, origin)  # (batch, 2k, 49)
+            step_alpha = _gather_beams(alpha, origin)  # (batch, 2k, cells)
             seq_alpha = _gather_beams(alive_alpha, origin) + step_alpha[:, :, None, :] * tf.cast(
-                at_t, tf.float32)[None, None, :, None]  # (batch, 2k, T, 49)
+                at_t, tf.float32)[None, None, :, None]  # (batch, 2k, T, cells)
             ends = tf.equal(token, vocab.end_id)
             length = tf.cast(t + 1, tf.float32)
             # finished pool: best k of the old pool and the candidates that just ended
@@ -223,7 +165,8 @@ class CaptionGenerator:
             # each beam row takes its parent's state; the greedy row (index k) keeps its own
             parent = tf.concat([_gather_beams(origin, keep), tf.fill([batch, 1], k)], 1)  # (batch, k+1)
             rows = tf.reshape(parent + tf.range(batch)[:, None] * (k + 1), [-1])  # (batch*(k+1),)
-            state = [tf.ensure_shape(tf.gather(s, rows), s.shape) for s in state]  # keep the static batch size
+            state = tf.nest.map_structure(  # keep the static batch size
+                lambda s, rows=rows: tf.ensure_shape(tf.gather(s, rows), s.shape), state)
             tokens = tf.reshape(tf.concat([_gather_beams(token, keep), greedy_tokens[:, None]], 1), [-1])
             # log p only falls as a caption grows, so a live beam's best possible normalised score is
             # its current log p over the longest allowed length.
@@ -246,20 +189,18 @@ class CaptionGenerator:
         tokens, log_probs, alpha = (x.numpy()[:n] for x in outputs)
         captions = [self._to_caption(row_tokens, row_logp.sum(), row_alpha, penalty)
                     for row_tokens, row_logp, row_alpha in zip(tokens, log_probs, alpha, strict=True)]
-        for caption in captions:
-            caption.alternatives = [caption]
         return captions
 
     def greedy(self, features: np.ndarray, options: DecodeOptions = GREEDY) -> list[Caption]:
-        """Most likely next word at every step, for a batch of (cells, channels) grids."""
+        """Most likely next word at every step, for a batch of (cells, channels) grids (beam_size is ignored)."""
         if len(features) == 0:
             return []
         outputs = self._greedy(_bucketed(features), options.block_unk, options.block_repeats,
                                options.max_length or self.max_length)
         return self._greedy_captions(outputs, options.length_penalty, len(features))
 
-    def beam(self, features: np.ndarray, options: DecodeOptions) -> list[Caption]:
-        """Beam search; each caption's `alternatives` is its n-best list (distinct, best first).
+    def beam(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
+        """Beam search; each caption's `n_best` is its n-best list (distinct, best first).
 
         The greedy caption is always a candidate, so a wider beam never returns a caption that
         scores lower than greedy decoding under the same length normalisation.
@@ -282,12 +223,17 @@ class CaptionGenerator:
                     pool[caption.text] = caption
             ranked = sorted(pool.values(), key=lambda c: -c.score)[: max(options.n_best, 1)]
             best = ranked[0]
-            best.alternatives = ranked
+            best.alternatives = ranked[1:]
             results.append(best)
         return results
 
-    def generate(self, features: np.ndarray, options: DecodeOptions = GREEDY) -> list[Caption]:
-        """Captions for a batch of feature grids with the given search."""
-        if options.beam_size < 1:
-            raise ValueError(f"beam_size must be at least 1, got {options.beam_size}")
+    def generate(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
+        """Captions for a batch of feature grids; by default beam 3 (DecodeOptions()), GREEDY for greedy."""
         return self.greedy(features, options) if options.beam_size == 1 else self.beam(features, options)
+
+    def sample(self, features: tf.Tensor, max_length: int | None = None) -> tf.Tensor:
+        """One caption per row drawn from the model's distribution (<unk> never, repeats allowed):
+        (rows, longest sample) tokens, <pad> after <end>. Runs inside a traced training step."""
+        tokens, _, _ = self._sample(features, True, False, max_length or self.max_length, True)  # (rows, T)
+        longest = tf.reduce_max(tf.reduce_sum(tf.cast(tokens != self.vocab.pad_id, tf.int32), axis=1))
+        return tokens[:, :longest]  # (rows, longest)

@@ -4,6 +4,9 @@ Layout under <root>/<encoder>-<size>/: one shard per extraction job, `<id>.npy` 
 (cells, channels) features), `<id>.json` (the image keys of its rows) and `<id>.done.npy` (which
 rows are written). The done mask is replaced atomically after the rows are flushed, so an
 interrupted run resumes where it stopped and never trusts a half-written row.
+
+Training reads the rows it needs batch by batch (`FeatureCache.table`), so a dataset of any size
+trains in the memory of one batch: no grid is held in memory longer than its batch.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from captioner.encoders import ImageEncoder
+from captioner.data.images import Failure, load_batches
 from captioner.errors import CaptionerError
-from captioner.images import Failure, load_batches
+
+if TYPE_CHECKING:  # the cache itself needs no TensorFlow
+    from captioner.features.encoders import ImageEncoder
 
 
 def image_key(path: str | os.PathLike) -> str:
@@ -33,13 +39,63 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+class FeatureTable:
+    """The cached grids of a list of images, read from disk on demand: table[rows] is
+    (len(rows), cells, channels) float16, for an int array, a slice or a list of rows.
+
+    Rows are read with pread from the shard files, which keeps the data in the kernel's page cache
+    rather than in the process: memory does not grow with the dataset, only with the batch.
+    """
+
+    def __init__(self, locations: list[tuple[Path, int]]):
+        self._files: dict[Path, tuple[int, int]] = {}  # shard → (file descriptor, offset of row 0)
+        self._rows = []
+        for shard, row in locations:
+            if shard not in self._files:
+                self._files[shard] = self._open(shard)
+            self._rows.append((self._files[shard][0], self._files[shard][1], row))
+        self.dtype = np.dtype(np.float16)
+        self.row_shape: tuple[int, ...] = self._row_shape if locations else (0, 0)
+        self._row_bytes = int(np.prod(self.row_shape)) * self.dtype.itemsize
+
+    def _open(self, shard: Path) -> tuple[int, int]:
+        with shard.open("rb") as handle:
+            major, _ = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(handle)
+            offset = handle.tell()
+        if fortran or dtype != np.float16:
+            raise CaptionerError(f"{shard}: not a feature shard written by this version; delete the cache.")
+        self._row_shape = tuple(shape[1:])
+        return os.open(shard, os.O_RDONLY), offset
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self._rows), *self.row_shape)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        index = np.arange(len(self))[rows] if isinstance(rows, slice) else np.asarray(rows).reshape(-1)
+        out = np.empty((len(index), *self.row_shape), self.dtype)
+        for i, row in enumerate(index):
+            fd, offset, position = self._rows[int(row)]
+            out[i] = np.frombuffer(os.pread(fd, self._row_bytes, offset + position * self._row_bytes),
+                                   self.dtype).reshape(self.row_shape)
+        return out
+
+    def __del__(self) -> None:
+        for fd, _ in getattr(self, "_files", {}).values():
+            os.close(fd)
+
+
 class FeatureCache:
     """Encoder features for image files, extracted once and read back by image path."""
 
     def __init__(self, root: str | os.PathLike, encoder_name: str, image_size: int):
         self.dir = Path(root) / f"{encoder_name}-{image_size}"
         self._index: dict[str, tuple[str, int]] | None = None
-        self._shards: dict[str, np.ndarray] = {}
 
     def _shard_ids(self) -> list[str]:
         return sorted(p.stem for p in self.dir.glob("*.json")) if self.dir.is_dir() else []
@@ -88,7 +144,7 @@ class FeatureCache:
             failures.extend(failed)
             if images is not None:
                 target = rows_left[rows]
-                features[target] = encoder(images).astype(np.float16)  # (batch, 49, 1280)
+                features[target] = encoder(images).astype(np.float16)  # (batch, cells, channels)
                 features.flush()
                 done[target] = True
                 _atomic_save(done_path, done)
@@ -96,21 +152,19 @@ class FeatureCache:
         bar.close()
         del features
         self._index = None
-        self._shards.pop(shard, None)
         return failures
 
-    def load(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
-        """Features for the given images, (n, cells, channels) float16, in the order given."""
+    def table(self, paths: Sequence[str | os.PathLike]) -> FeatureTable:
+        """The given images' features as a FeatureTable (rows in the order given), read on demand."""
         index = self.index()
         keys = [image_key(p) for p in paths]
         absent = [k for k in keys if k not in index]
         if absent:
             raise CaptionerError(f"{len(absent)} images have no cached features (e.g. {absent[0]}); "
                                  f"run `captioner extract` first.")
-        rows = []
-        for key in keys:
-            shard, row = index[key]
-            if shard not in self._shards:
-                self._shards[shard] = np.load(self.dir / f"{shard}.npy", mmap_mode="r")
-            rows.append(self._shards[shard][row])
-        return np.stack(rows) if rows else np.zeros((0, 0, 0), np.float16)
+        return FeatureTable([(self.dir / f"{index[k][0]}.npy", index[k][1]) for k in keys])
+
+    def load(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
+        """Features for the given images, (n, cells, channels) float16, in the order given."""
+        table = self.table(paths)
+        return table[:] if len(table) else np.zeros((0, 0, 0), np.float16)

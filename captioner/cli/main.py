@@ -10,11 +10,16 @@ import sys
 import typing
 from pathlib import Path
 
+from captioner.decoding.options import DecodeOptions
 from captioner.errors import CaptionerError
+from captioner.features import DEFAULT_CACHE_DIR, DEFAULT_ENCODER
 
 if typing.TYPE_CHECKING:  # TensorFlow is imported only when a command needs it
-    from captioner.api import Captioner
-    from captioner.decode import Caption
+    from captioner.decoding.options import Caption
+    from captioner.serving.api import Captioner
+
+DECODE_DEFAULTS = DecodeOptions()  # the library's default search, restated nowhere else
+
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="trained model file (default: the shipped model of --lang: "
@@ -26,11 +31,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def _model_paths(args: argparse.Namespace) -> tuple[Path, Path]:
     """--model/--tokenizer, or the model shipped for --lang; the tokenizer defaults to the model's sibling."""
-    from captioner.api import shipped_model_paths
+    from captioner.serving.artifacts import vocabulary_beside
+    from captioner.serving.shipped import shipped_model_paths
 
     model, tokenizer = shipped_model_paths(args.lang or "en")
     if args.model:
-        model, tokenizer = Path(args.model), Path(args.model).with_name("tokenizer.pkl")
+        model, tokenizer = Path(args.model), vocabulary_beside(args.model)
     return model, Path(args.tokenizer) if args.tokenizer else tokenizer
 
 
@@ -49,7 +55,7 @@ def _config_field_type(field: dataclasses.Field) -> type:
 
 
 def _train_config():
-    from captioner.config import TrainConfig
+    from captioner.training.config import TrainConfig
 
     return TrainConfig
 
@@ -63,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Encode every train/dev/test image once and cache the "
                                               "feature grids on disk (resumable).")
     _add_data_args(extract)
-    extract.add_argument("--encoder", default="mobilenet_v2", help="backbone (default: %(default)s)")
+    extract.add_argument("--encoder", default=DEFAULT_ENCODER, help="backbone (default: %(default)s)")
     extract.add_argument("--encoder-weights", default="imagenet", help="weights file or 'imagenet'")
-    extract.add_argument("--cache-dir", default="cache/features", help="feature cache (default: %(default)s)")
+    extract.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="feature cache (default: %(default)s)")
     extract.add_argument("--batch-size", type=int, default=32)
 
     train = commands.add_parser("train", help="train a model on a dataset",
@@ -94,11 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("images", nargs="+", help="image files, folders or glob patterns")
     _add_model_args(caption)
     caption.add_argument("--lang", help="caption language of the shipped model to use: en (default), zh, de")
-    caption.add_argument("--beam", type=int, default=3, metavar="K",
+    caption.add_argument("--beam", type=int, default=DECODE_DEFAULTS.beam_size, metavar="K",
                          help="beam width; 1 = greedy (default: %(default)s)")
-    caption.add_argument("--n-best", type=int, default=1, metavar="N",
+    caption.add_argument("--n-best", type=int, default=DECODE_DEFAULTS.n_best, metavar="N",
                          help="give the N best captions, at most --beam (default: %(default)s)")
-    caption.add_argument("--length-penalty", type=float, default=0.7,
+    caption.add_argument("--length-penalty", type=float, default=DECODE_DEFAULTS.length_penalty,
                          help="rank beams by log p / length**this; 0 favours short captions (default: %(default)s)")
     caption.add_argument("--allow-repeats", action="store_true",
                          help="let a caption repeat a word or a three-word phrase (blocked by default)")
@@ -116,14 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(evaluate, required=False)
     _add_model_args(evaluate)
     evaluate.add_argument("--split", default="dev", choices=("train", "dev", "test"))
-    evaluate.add_argument("--cache-dir", default="cache/features")
+    evaluate.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="feature cache (default: %(default)s)")
     evaluate.add_argument("--output", help="write the scores as JSON here")
     evaluate.add_argument("--record", action="store_true",
                           help="also store the scores in the model file, for the app's model panel")
     evaluate.add_argument("--fast", action="store_true", help="skip Java (PTB tokenizer, METEOR)")
-    evaluate.add_argument("--beams", type=int, nargs="+", default=[1, 3], metavar="K",
-                          help="beam widths to score, 1 = greedy (default: 1 3)")
-    evaluate.add_argument("--length-penalty", type=float, default=0.7,
+    evaluate.add_argument("--beams", type=int, nargs="+", default=[1, DECODE_DEFAULTS.beam_size], metavar="K",
+                          help="beam widths to score, 1 = greedy (default: %(default)s)")
+    evaluate.add_argument("--length-penalty", type=float, default=DECODE_DEFAULTS.length_penalty,
                           help="rank beams by log p / length**this (default: %(default)s)")
     evaluate.add_argument("--allow-repeats", action="store_true",
                           help="let captions repeat a word or a three-word phrase (blocked by default)")
@@ -131,9 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from captioner.data import load_dataset
-    from captioner.encoders import ImageEncoder
-    from captioner.features import FeatureCache
+    from captioner.data.datasets import load_dataset
+    from captioner.features.cache import FeatureCache
+    from captioner.features.encoders import ImageEncoder
 
     dataset = load_dataset(args.data, args.images, args.lang).limit(args.limit)
     print(dataset.summary())
@@ -147,8 +153,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from captioner.config import TrainConfig
-    from captioner.train import train
+    from captioner.training.config import TrainConfig
+    from captioner.training.run import train
 
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
     if args.config:
@@ -162,13 +168,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_average(args: argparse.Namespace) -> None:
-    from captioner.average import average_models
+    from captioner.serving.artifacts import MODEL_FILE, VOCAB_FILE, vocabulary_beside
+    from captioner.training.soup import average_models
 
     weights = args.weights or [1.0] * len(args.models)
     output = Path(args.output)
-    average_models([(m, Path(m).with_name("tokenizer.pkl")) for m in args.models], weights,
-                   output / "mymodel.h5", output / "tokenizer.pkl")
-    print(f"saved {output / 'mymodel.h5'} and {output / 'tokenizer.pkl'}")
+    average_models([(m, vocabulary_beside(m)) for m in args.models], weights, output / MODEL_FILE, output / VOCAB_FILE)
+    print(f"saved {output / MODEL_FILE} and {output / VOCAB_FILE}")
 
 
 def _check_caption_args(args: argparse.Namespace) -> None:
@@ -181,7 +187,7 @@ def _check_caption_args(args: argparse.Namespace) -> None:
 
 
 def _print_caption(path: Path, caption: Caption, args: argparse.Namespace, with_path: bool) -> None:
-    from captioner.batch import caption_record
+    from captioner.serving.batch import caption_record
 
     if args.json:
         print(json.dumps(caption_record(str(path), caption), ensure_ascii=False))
@@ -190,13 +196,13 @@ def _print_caption(path: Path, caption: Caption, args: argparse.Namespace, with_
     if args.n_best == 1:
         print(f"{lead}{caption.text}")
         return
-    for rank, alternative in enumerate(caption.alternatives, 1):
+    for rank, alternative in enumerate(caption.n_best, 1):
         print(f"{lead}{rank}. {alternative.text} ({alternative.confidence:.2f})")
 
 
 def _save_attention(model: Captioner, path: Path, caption: Caption, out: str) -> None:
-    from captioner.attention import save_attention_figure
-    from captioner.images import load_image
+    from captioner.data.images import load_image
+    from captioner.serving.attention_maps import save_attention_figure
 
     image = load_image(path)
     image.thumbnail((512, 512))  # the panels are small; full-size photos only slow the overlays down
@@ -207,16 +213,15 @@ def _save_attention(model: Captioner, path: Path, caption: Caption, out: str) ->
 
 def cmd_caption(args: argparse.Namespace) -> None:
     import captioner
-    from captioner.batch import caption_to_file
-    from captioner.decode import DecodeOptions
-    from captioner.images import find_images
+    from captioner.data.images import find_images
+    from captioner.serving.batch import caption_to_file
 
     _check_caption_args(args)
     paths = find_images(args.images)
     if args.attention and len(paths) != 1:
         raise CaptionerError(f"--attention draws one image, but {len(paths)} were given.")
-    options = DecodeOptions(beam_size=args.beam, n_best=args.n_best, length_penalty=args.length_penalty,
-                            block_repeats=not args.allow_repeats)
+    options = dataclasses.replace(DECODE_DEFAULTS, beam_size=args.beam, n_best=args.n_best,
+                                  length_penalty=args.length_penalty, block_repeats=not args.allow_repeats)
     model = captioner.load(*_model_paths(args), args.encoder_weights)
     if args.output:
         report = caption_to_file(model, paths, args.output, options, args.batch_size)
@@ -241,9 +246,9 @@ def cmd_caption(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import captioner
-    from captioner.data import load_dataset
-    from captioner.decode import DecodeOptions
-    from captioner.evaluate import evaluate_model, format_table, scoring_note
+    from captioner.data.datasets import load_dataset
+    from captioner.evaluation.evaluate import evaluate_model
+    from captioner.evaluation.metrics import format_table, scoring_note
 
     model_path, vocab_path = _model_paths(args)
     model = captioner.load(model_path, vocab_path, args.encoder_weights)
@@ -254,8 +259,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                              "a training dataset that exists here).")
     lang = args.lang or trained_on.get("lang")
     dataset = load_dataset(data, args.images or trained_on.get("images"), lang).limit(args.limit)
-    decodings = [DecodeOptions(beam_size=k, length_penalty=args.length_penalty, block_repeats=not args.allow_repeats)
-                 for k in args.beams]
+    decodings = [dataclasses.replace(DECODE_DEFAULTS, beam_size=k, length_penalty=args.length_penalty,
+                                     block_repeats=not args.allow_repeats) for k in args.beams]
     scores, _ = evaluate_model(model, dataset, args.split, decodings, args.cache_dir, fast=args.fast)
     rows = {f"{args.split} {name}": row for name, row in scores.items()}
     print(format_table(rows))
@@ -264,7 +269,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=2))
     if args.record:
-        from captioner.artifacts import record_scores
+        from captioner.serving.artifacts import record_scores
 
         record_scores(model_path, rows)
 

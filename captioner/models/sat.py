@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-PACKAGE = "captioner"
+from captioner.models.base import PACKAGE, CaptionDecoder, register_decoder
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -26,12 +26,12 @@ class SoftAttention(layers.Layer):
 
     def project_keys(self, features):
         """W_a a_i, computed once per image instead of once per word."""
-        return self.key(features)  # (batch, 49, units)
+        return self.key(features)  # (batch, cells, units)
 
     def call(self, features, keys, query):
         """Return the context vector Σ α_i a_i and the weights α for one query."""
-        hidden = ops.tanh(keys + ops.expand_dims(self.query(query), 1))  # (batch, 49, units)
-        alpha = ops.softmax(ops.squeeze(self.score(hidden), -1), axis=-1)  # (batch, 49)
+        hidden = ops.tanh(keys + ops.expand_dims(self.query(query), 1))  # (batch, cells, units)
+        alpha = ops.softmax(ops.squeeze(self.score(hidden), -1), axis=-1)  # (batch, cells)
         context = ops.sum(features * ops.expand_dims(alpha, -1), axis=1)  # (batch, channels)
         return context, alpha
 
@@ -39,13 +39,13 @@ class SoftAttention(layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class AttentionDecoder(layers.Layer):
+# Saved under its first class name, AttentionDecoder, so model files written before the registry load.
+@register_decoder("sat", keras_name="AttentionDecoder")
+class ShowAttendTell(CaptionDecoder):
     """LSTM decoder that attends over image features before each word.
 
     Initial state from the mean feature, gated soft attention, deep output
-    p(y_t) ∝ exp(L_o(E y_{t-1} + L_h h_t + L_z z_t)) and dropout on the deep output. `call`
-    teacher-forces a whole caption; `initial_state`/`step` decode one word at a time.
+    p(y_t) ∝ exp(L_o(E y_{t-1} + L_h h_t + L_z z_t)) and dropout on the deep output.
     """
 
     def __init__(self, vocab_size: int, embedding_dim: int = 256, units: int = 512,
@@ -81,64 +81,49 @@ class AttentionDecoder(layers.Layer):
         self.out_z.build((None, channels))
         self.out_vocab.build((None, self.embedding_dim))
 
-    def initial_state(self, features) -> list:
-        """[h0, c0] from the mean annotation vector."""
+    def prepare(self, features) -> tuple[dict, list]:
+        """Memory: the grid and its projected attention keys; state: [h0, c0] from the mean feature."""
         mean = ops.mean(features, axis=1)  # (batch, channels)
-        return [self.init_h(mean), self.init_c(mean)]  # 2 × (batch, units)
+        memory = {"features": features, "keys": self.attention.project_keys(features)}  # (batch, cells, ·)
+        return memory, [self.init_h(mean), self.init_c(mean)]  # 2 × (batch, units)
 
-    def _recur(self, embedded, state: list, features, keys):
+    def _recur(self, embedded, state: list, memory: dict):
         """One LSTM step: attend with h_{t-1}, gate the context, feed [E y_{t-1}, z_t]."""
-        context, alpha = self.attention(features, keys, state[0])  # (batch, channels), (batch, 49)
+        context, alpha = self.attention(memory["features"], memory["keys"], state[0])  # (batch, C), (batch, cells)
         context = self.gate(state[0]) * context  # β_t z_t
         h, state = self.cell(ops.concatenate([embedded, context], axis=-1), state)  # (batch, units)
         return h, context, alpha, state
 
     def _readout(self, embedded, h, context, training=None):
         deep = embedded + self.out_h(self.dropout(h, training=training)) + self.out_z(context)
-        return self.out_vocab(self.dropout(deep, training=training))  # (..., vocab)
+        return self.out_vocab(self.dropout(deep, training=training))  # (..., V)
 
-    def step(self, tokens, state: list, features, keys):
-        """Decode one word for a batch: previous tokens (batch,) → logits, α, new state."""
-        embedded = self.embedding(tokens)  # (batch, embedding_dim)
-        h, context, alpha, state = self._recur(embedded, state, features, keys)
-        return self._readout(embedded, h, context), alpha, state
+    def step(self, tokens, state: list, memory: dict, training: bool = False):
+        """Decode one word for a batch: previous tokens (batch,) → logits (batch, V), α, new state."""
+        embedded = self.dropout(self.embedding(tokens), training=training)  # (batch, E)
+        h, context, alpha, state = self._recur(embedded, state, memory)
+        return self._readout(embedded, h, context, training), alpha, state
 
     def call(self, inputs, training=None):
-        """Teacher forcing: features (batch, 49, C), tokens (batch, T) → logits (batch, T, V), α."""
+        """Teacher forcing: features (batch, cells, C), tokens (batch, T) → logits (batch, T, V), α."""
         features, tokens = inputs
         embedded = self.dropout(self.embedding(tokens), training=training)  # (batch, T, E)
-        keys = self.attention.project_keys(features)  # (batch, 49, A)
+        memory, state = self.prepare(features)
 
         def body(carry, embedded_t):
             # keras.ops.scan stacks outputs shaped like the carry, so the carry holds them too.
-            h, context, alpha, (_, c) = self._recur(embedded_t, carry[:2], features, keys)
+            h, context, alpha, (_, c) = self._recur(embedded_t, carry[:2], memory)
             outputs = [h, c, context, alpha]
             return outputs, outputs
 
         batch = ops.shape(features)[0]
-        first = [*self.initial_state(features), ops.zeros((batch, features.shape[-1])),
-                 ops.zeros((batch, features.shape[1]))]
+        first = [*state, ops.zeros((batch, features.shape[-1])), ops.zeros((batch, features.shape[1]))]
         time_major = ops.transpose(embedded, (1, 0, 2))  # (T, batch, E)
         _, (h, _, context, alpha) = ops.scan(body, first, time_major)  # (T, batch, ·) each
         h, context, alpha = (ops.transpose(x, (1, 0, 2)) for x in (h, context, alpha))  # (batch, T, ·)
         return self._readout(embedded, h, context, training), alpha
 
-    def compute_output_spec(self, inputs, training=None):
-        features, tokens = inputs
-        batch, steps = tokens.shape
-        return (keras.KerasTensor((batch, steps, self.vocab_size)),
-                keras.KerasTensor((batch, steps, features.shape[1])))
-
     def get_config(self) -> dict:
         return {**super().get_config(), "vocab_size": self.vocab_size,
                 "embedding_dim": self.embedding_dim, "units": self.units,
                 "attention_units": self.attention_units, "dropout": self.dropout_rate}
-
-
-def build_caption_model(vocab_size: int, feature_shape: tuple[int, int], **decoder_args) -> keras.Model:
-    """The saved model: (features, input tokens) → (next-word logits, attention weights)."""
-    features = keras.Input(feature_shape, name="features")  # (batch, 49, 1280)
-    tokens = keras.Input((None,), dtype="int32", name="tokens")  # (batch, T)
-    decoder = AttentionDecoder(vocab_size, name="decoder", **decoder_args)
-    logits, alpha = decoder([features, tokens])  # (batch, T, V), (batch, T, 49)
-    return keras.Model([features, tokens], [logits, alpha], name="show_attend_tell")

@@ -1,0 +1,1 @@
+"""Data: dataset readers (captions, splits) and safe image loading."""

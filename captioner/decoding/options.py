@@ -1,0 +1,61 @@
+"""How to decode (DecodeOptions, with the one default every surface uses) and what comes out (Caption)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Caption:
+    """One generated caption with its score and per-word attention over the feature grid."""
+
+    text: str
+    words: list[str]
+    log_prob: float  # sum of log-probabilities of the words and <end>
+    attention: np.ndarray = field(repr=False)  # (len(words), cells); each row sums to 1
+    alternatives: list[Caption] = field(default_factory=list, repr=False)  # the runners-up, best first
+    score: float = 0.0  # log_prob / length**length_penalty, what the search ranks by
+
+    @property
+    def confidence(self) -> float:
+        """Geometric-mean probability of the generated tokens (<end> included), in [0, 1]."""
+        return float(np.exp(self.log_prob / (len(self.words) + 1)))
+
+    @property
+    def n_best(self) -> list[Caption]:
+        """This caption and its alternatives: the n-best list, best first."""
+        return [self, *self.alternatives]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to search: beam width (1 = greedy), n-best size, length normalisation, <unk> and repeat blocking.
+
+    `DecodeOptions()` is the default of every surface (library, CLI, app, batch, evaluation): beam 3,
+    the decoding the shipped models score best with. `GREEDY` is the same with one beam.
+    """
+
+    beam_size: int = 3
+    n_best: int = 1
+    length_penalty: float = 0.7  # rank by log p / length**length_penalty; 0 = raw log-probability
+    block_unk: bool = True
+    # No word twice in a row and no three-word phrase twice ("on a bike on a bike"): the decoder's
+    # commonest flaw, as in fairseq's no_repeat_ngram_size=3. With character tokens only the
+    # three-character rule applies: Chinese doubles characters in words (狗狗, 泡泡, 滑滑梯).
+    block_repeats: bool = True
+    max_length: int | None = None  # tokens per caption; default: the vocabulary's max_length + 2
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be at least 1, got {self.beam_size}")
+        if self.n_best < 1:
+            raise ValueError(f"n_best must be at least 1, got {self.n_best}")
+
+
+DEFAULT_DECODING = DecodeOptions()
+GREEDY = DecodeOptions(beam_size=1)

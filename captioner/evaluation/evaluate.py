@@ -1,0 +1,59 @@
+"""Scoring a model on a dataset split: caption it from the feature cache, then the COCO metrics."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from captioner.data.datasets import CaptionDataset
+from captioner.decoding.options import DEFAULT_DECODING, GREEDY, Caption, DecodeOptions
+from captioner.errors import CaptionerError
+from captioner.evaluation.metrics import score_captions
+from captioner.features import DEFAULT_CACHE_DIR
+from captioner.features.cache import FeatureCache
+from captioner.serving.api import Captioner
+
+
+def caption_split(captioner: Captioner, dataset: CaptionDataset, split: str, options: DecodeOptions = DEFAULT_DECODING,
+                  cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR, batch_size: int = 100,
+                  ) -> dict[str, Caption]:
+    """Caption every image of a split (beam 3 unless `options` says otherwise), reusing (and filling) the
+    feature cache."""
+    names = dataset.split(split)
+    if not names:
+        raise CaptionerError(f"{dataset.source}: the {split} split is empty.")
+    cache = FeatureCache(cache_dir, captioner.info.encoder, captioner.info.image_size)
+    failures = cache.extract([dataset.path(n) for n in names], captioner.encoder)
+    bad = {str(f.path) for f in failures}
+    names = [n for n in names if str(dataset.path(n)) not in bad]
+    captions: dict[str, Caption] = {}
+    for start in tqdm(range(0, len(names), batch_size), desc=f"Captioning {split}", unit="batch"):
+        batch = names[start:start + batch_size]
+        features = cache.load([dataset.path(n) for n in batch]).astype(np.float32)
+        captions.update(zip(batch, captioner.caption_features(features, options), strict=True))
+    return captions
+
+
+def decoding_name(options: DecodeOptions) -> str:
+    """Row label of a decoding setting, e.g. 'greedy' or 'beam 3'."""
+    return "greedy" if options.beam_size == 1 else f"beam {options.beam_size}"
+
+
+def evaluate_model(captioner: Captioner, dataset: CaptionDataset, split: str = "dev",
+                   decodings: Sequence[DecodeOptions] = (GREEDY, DEFAULT_DECODING),
+                   cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR, fast: bool = False,
+                   ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Caption]]]:
+    """COCO metrics of a model's captions on a split for each decoding (default: greedy and beam 3), and the
+    captions themselves."""
+    vocab = captioner.vocab
+    scores, captions = {}, {}
+    for options in decodings:
+        name = decoding_name(options)
+        captions[name] = caption_split(captioner, dataset, split, options, cache_dir)
+        scores[name] = score_captions({n: dataset.captions[n] for n in captions[name]},
+                                      {n: c.text for n, c in captions[name].items()}, lang=vocab.lang,
+                                      tokenization=vocab.tokenization, meteor=not fast, ptb=not fast)
+    return scores, captions

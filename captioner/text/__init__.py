@@ -1,0 +1,1 @@
+"""Text: cleaning, tokenising (words or characters) and the vocabulary."""

@@ -1,0 +1,1 @@
+"""Training: recipes, tf.data pipelines, cross-entropy and self-critical training, weight soups."""

@@ -1,0 +1,60 @@
+"""Per-epoch dev scoring for model selection, and the training-curve figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from matplotlib.figure import Figure
+
+from captioner.decoding.options import GREEDY
+from captioner.decoding.search import CaptionGenerator
+from captioner.evaluation.metrics import score_captions
+from captioner.training.datasets import Features
+
+
+class DevScores(keras.callbacks.Callback):
+    """Greedy-decodes the dev images after each epoch and logs val_bleu4 and val_cider."""
+
+    def __init__(self, generator: CaptionGenerator, features: Features,
+                 references: dict[str, list[str]], names: list[str], batch_size: int = 250):
+        super().__init__()
+        self.generator = generator
+        self.features = features
+        self.references = references
+        self.names = names
+        self.batch_size = batch_size
+
+    def scores(self) -> dict[str, float]:
+        captions = []
+        for start in range(0, len(self.features), self.batch_size):
+            batch = self.features[start:start + self.batch_size]  # (batch, cells, channels)
+            captions.extend(c.text for c in self.generator.greedy(batch, GREEDY))
+        vocab = self.generator.vocab
+        return score_captions(self.references, dict(zip(self.names, captions, strict=True)), lang=vocab.lang,
+                              tokenization=vocab.tokenization, meteor=False, ptb=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        scores = self.scores()
+        if logs is not None:
+            logs["val_bleu4"] = scores["BLEU-4"]
+            logs["val_cider"] = scores["CIDEr"]
+        print(f" — dev BLEU-4 {scores['BLEU-4']:.4f}, CIDEr {scores['CIDEr']:.4f}")
+
+
+def plot_history(history: dict[str, list[float]], path: Path) -> None:
+    """Loss and dev scores per epoch, as a PNG (no pyplot: no global matplotlib state)."""
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2)
+    for key in ("loss", "val_loss", "reward"):
+        if key in history:
+            left.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
+    left.set(xlabel="epoch", title="Training objective and dev loss")
+    left.legend()
+    for key, label in (("val_bleu4", "dev BLEU-4"), ("val_cider", "dev CIDEr")):
+        if key in history:
+            right.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=label)
+    right.set(xlabel="epoch", title="Dev scores (greedy)")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

@@ -1,0 +1,148 @@
+"""Training runs: a recipe → cached features streamed through tf.data → Keras fit with dev-score
+early stopping, checkpoints and resumption → mymodel.h5 + tokenizer.pkl."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+from captioner.data.datasets import CaptionDataset, load_dataset
+from captioner.decoding.search import CaptionGenerator
+from captioner.errors import CaptionerError, DataError
+from captioner.features.cache import FeatureCache
+from captioner.features.encoders import ImageEncoder, get_backbone
+from captioner.models.base import build_caption_model, get_decoder
+from captioner.serving.artifacts import ModelInfo, load_model, save_model, vocabulary_beside
+from captioner.text.vocabulary import Vocabulary
+from captioner.training.callbacks import DevScores, plot_history
+from captioner.training.config import MONITORS, TrainConfig
+from captioner.training.datasets import Features, caption_dataset, encode_split, image_dataset
+from captioner.training.rewards import CiderD
+from captioner.training.scst import SelfCriticalTrainer
+from captioner.training.xent import CaptionTrainer
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    vocab_path: Path
+    history: dict[str, list[float]]
+    best: dict[str, float] = field(default_factory=dict)
+
+
+def prepare_features(dataset: CaptionDataset, config: TrainConfig, log: Callable[[str], None] = print
+                     ) -> tuple[CaptionDataset, FeatureCache]:
+    """Extract (or reuse) features for the train and dev images; drop unreadable images."""
+    encoder = ImageEncoder(config.encoder, config.encoder_weights)
+    cache = FeatureCache(config.cache_dir, config.encoder, encoder.backbone.image_size)
+    names = dataset.split("train") + dataset.split("dev")
+    failures = cache.extract([dataset.path(n) for n in names], encoder)
+    if failures:
+        bad = {f.path.name for f in failures}
+        for failure in failures[:10]:
+            log(f"skipped {failure.reason}")
+        log(f"skipped {len(failures)} unreadable images")
+        dataset.splits = {k: [n for n in v if dataset.path(n).name not in bad] for k, v in dataset.splits.items()}
+    return dataset, cache
+
+
+def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
+    if config.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=steps_per_epoch * config.epochs, warmup_target=config.learning_rate,
+            warmup_steps=steps_per_epoch // 2)
+    return keras.optimizers.Adam(rate, clipnorm=config.clipnorm)
+
+
+def _trainer_and_data(config: TrainConfig, caption_model: keras.Model, vocab: Vocabulary,
+                      dataset: CaptionDataset, train_features: Features, dev_features: Features):
+    """The fit() wrapper for the configured objective, its train/dev datasets and steps per epoch."""
+    train_names, dev_names = dataset.split("train"), dataset.split("dev")
+    if config.objective == "xent":
+        trainer = CaptionTrainer(caption_model, config.label_smoothing, config.attention_reg)
+        train_ds = caption_dataset(train_features, *encode_split(dataset, train_names, vocab),
+                                   config.batch_size, shuffle=True, seed=config.seed)
+        dev_ds = caption_dataset(dev_features, *encode_split(dataset, dev_names, vocab),
+                                 config.batch_size, shuffle=False)
+        captions = sum(len(dataset.captions[n]) for n in train_names)
+        return trainer, train_ds, dev_ds, captions // config.batch_size + 1
+    reward = CiderD([[vocab.tokenize(c) for c in dataset.captions[n]] for n in train_names])
+    trainer = SelfCriticalTrainer(caption_model, vocab, reward, config.scst_samples)
+    train_ds = image_dataset(train_features, config.batch_size, config.seed)
+    return trainer, train_ds, None, len(train_names) // config.batch_size + 1
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Train a captioning model as `config` says and save mymodel.h5 + tokenizer.pkl in its output."""
+    keras.utils.set_random_seed(config.seed)
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(config.data, config.images, config.lang, config.seed).limit(config.limit)
+    for problem in dataset.problems[:10]:
+        log(f"skipped {problem}")
+    log(dataset.summary())
+    dataset, cache = prepare_features(dataset, config, log)
+    train_names, dev_names = dataset.split("train"), dataset.split("dev")
+    if not train_names or not dev_names:
+        raise DataError(f"{config.data}: need train and dev images, got {len(train_names)} and {len(dev_names)}.")
+
+    lang = config.lang or "en"
+    train_features = cache.table([dataset.path(n) for n in train_names])  # (images, cells, channels), read per batch
+    dev_features = cache.table([dataset.path(n) for n in dev_names])
+    if config.init_from:  # fine-tune a saved model with its own vocabulary
+        caption_model, vocab, _ = load_model(config.init_from, vocabulary_beside(config.init_from))
+    else:
+        vocab = Vocabulary.build((c for n in train_names for c in dataset.captions[n]), config.min_count,
+                                 config.max_length, config.tokenization, lang)
+        caption_model = build_caption_model(
+            len(vocab), train_features.shape[1:], config.decoder, embedding_dim=config.embedding_dim,
+            units=config.units, attention_units=config.attention_units, dropout=config.dropout)
+    log(f"vocabulary: {len(vocab)} tokens (min count {config.min_count})")
+    trainer, train_ds, dev_ds, steps_per_epoch = _trainer_and_data(
+        config, caption_model, vocab, dataset, train_features, dev_features)
+    trainer.compile(optimizer=_optimizer(config, steps_per_epoch))
+    generator = CaptionGenerator(get_decoder(caption_model), vocab)
+    dev_refs = {n: dataset.captions[n] for n in dev_names}
+    monitor = MONITORS[config.monitor]
+    mode = "min" if config.monitor == "loss" else "max"
+    callbacks = [
+        DevScores(generator, dev_features, dev_refs, dev_names),
+        keras.callbacks.CSVLogger(str(output / "history.csv"), append=True),
+        keras.callbacks.ModelCheckpoint(str(output / "best.weights.h5"), monitor=monitor, mode=mode,
+                                        save_best_only=True, save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.BackupAndRestore(str(output / "backup")),
+    ]
+    if config.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
+                                                           patience=1, min_lr=1e-5))
+    if not (output / "backup").exists():  # a fresh run, not a resumed one: forget earlier runs here
+        for stale in ("history.csv", "best.weights.h5"):
+            (output / stale).unlink(missing_ok=True)
+    (output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    try:
+        trainer.fit(train_ds, validation_data=dev_ds, epochs=config.epochs, callbacks=callbacks,
+                    shuffle=False)  # the tf.data pipeline shuffles
+    except KeyboardInterrupt:
+        if not (output / "best.weights.h5").is_file():
+            raise CaptionerError(f"training interrupted before the first epoch ended; nothing to save in "
+                                 f"{output}.") from None
+        log(f"interrupted: saving the best epoch so far; the same command resumes from {output / 'backup'}")
+    trainer.load_weights(output / "best.weights.h5")
+    scores = DevScores(generator, dev_features, dev_refs, dev_names).scores()
+    info = ModelInfo(config.encoder, get_backbone(config.encoder).image_size, len(vocab), vocab.fingerprint,
+                     vocab.lang, extra={"dev_greedy": scores, "config": dataclasses.asdict(config)})
+    model_path, vocab_path = output / "mymodel.h5", output / "tokenizer.pkl"
+    save_model(caption_model, vocab, info, model_path, vocab_path)
+    history = pd.read_csv(output / "history.csv").to_dict("list")  # every epoch, across resumed runs
+    plot_history(history, output / "history.png")
+    log(f"saved {model_path} and {vocab_path}; dev greedy BLEU-4 {scores['BLEU-4']:.4f}, CIDEr {scores['CIDEr']:.4f}")
+    return TrainResult(model_path, vocab_path, history, scores)

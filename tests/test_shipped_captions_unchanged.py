@@ -1,0 +1,48 @@
+"""The shipped models caption 50 dev photos exactly as they did before the decoder contract and the
+package layout were introduced (tests/data/shipped_captions.json was written by the earlier code)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import captioner
+from captioner.decoding.options import DecodeOptions
+from captioner.serving.shipped import SHIPPED_LANGUAGES, shipped_model_paths
+
+RECORDED = json.loads((ROOT / "tests" / "data" / "shipped_captions.json").read_text())
+SEARCHES = {"greedy": DecodeOptions(beam_size=1), "beam 3": DecodeOptions(beam_size=3, n_best=3)}
+
+
+@pytest.mark.parametrize("lang", SHIPPED_LANGUAGES)
+def test_shipped_model_captions_are_unchanged(lang, flickr8k, mobilenet_weights):
+    model = captioner.load(*shipped_model_paths(lang, ROOT), encoder_weights=mobilenet_weights)
+    features = model.encode([flickr8k / "Images" / name for name in RECORDED["photos"]])
+    for search, options in SEARCHES.items():
+        recorded = RECORDED["captions"][f"{lang} {search}"]
+        captions = model.caption_features(features, options)
+        assert [c.text for c in captions] == [r["text"] for r in recorded], search
+        assert [[a.text for a in c.n_best] for c in captions] == [r["n_best"] for r in recorded], search
+        np.testing.assert_allclose([c.log_prob for c in captions], [r["log_prob"] for r in recorded], atol=2e-3)
+
+
+def test_the_readme_example_and_the_cli_give_the_same_caption(flickr8k, mobilenet_weights, capsys):
+    """`captioner.load(...).caption(photo)` (the README's Python example) decodes as `captioner caption` does:
+    on photos where greedy and beam 3 disagree, both give the beam-3 caption."""
+    from captioner.cli.main import main
+
+    model_path, vocab_path = shipped_model_paths("en", ROOT)
+    beam = RECORDED["captions"]["en beam 3"]
+    greedy = RECORDED["captions"]["en greedy"]
+    differ = [i for i, (g, b) in enumerate(zip(greedy, beam, strict=True)) if g["text"] != b["text"]][:3]
+    assert differ, "the check needs photos on which the two searches disagree"
+    photos = [flickr8k / "Images" / RECORDED["photos"][i] for i in differ]
+    model = captioner.load(model_path, vocab_path, encoder_weights=mobilenet_weights)
+    from_python = [model.caption(photo).text for photo in photos]
+    assert main(["caption", *map(str, photos), "--model", str(model_path), "--encoder-weights",
+                 str(mobilenet_weights)]) == 0
+    from_cli = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()]
+    assert from_python == from_cli == [beam[i]["text"] for i in differ]
