@@ -59,8 +59,18 @@ def md(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text)
 
 
-def switch_model() -> None:
-    """The form's Load button: this session's model for the chosen language, which is then selected."""
+def use_chosen_model() -> None:
+    """The form's Load button in a public app: the operator-configured model the visitor picked."""
+    state = st.session_state
+    chosen = gallery.chosen_model(state.choices, state.get("form_choice"))
+    if chosen:  # None: not one of the operator's models, so nothing is opened
+        lang, paths = chosen
+        state.models = {**state.models, lang: paths}
+        state.languages = list(dict.fromkeys([*state.get("languages", []), lang]))
+
+
+def use_typed_paths() -> None:
+    """The form's Load button with CAPTIONER_ALLOW_MODEL_PATHS=1: the paths the (trusted) user typed."""
     state = st.session_state
     lang = state.form_lang
     state.models = {**state.models, lang: gallery.ModelPaths(state.form_model.strip(), state.form_tokenizer.strip(),
@@ -68,8 +78,26 @@ def switch_model() -> None:
     state.languages = list(dict.fromkeys([*state.get("languages", []), lang]))
 
 
+def choice_label(key: str) -> str:
+    """'中文 · Chinese · zh-v2/mymodel.h5': the language and the model's folder name, no server path."""
+    lang, paths = gallery.chosen_model(st.session_state.choices, key)
+    model = Path(paths.model)
+    return f"{gallery.language_label(lang)} · {model.parent.name or '.'}/{model.name}"
+
+
 def model_form(models: dict[str, gallery.ModelPaths], lang: str, expanded: bool = False) -> None:
-    """Sidebar form to switch this session to another model + tokenizer for one language."""
+    """Sidebar form to switch this session to another model. Visitors pick among the models the operator
+    configured; typing server paths is an operator switch (CAPTIONER_ALLOW_MODEL_PATHS=1), off by default."""
+    if not gallery.visitors_may_type_paths():
+        choices = st.session_state.choices
+        keys = [gallery.choice_key(code, i) for code, options in choices.items()
+                for i, paths in enumerate(options) if not gallery.missing_files(paths)]
+        if all(gallery.chosen_model(choices, key)[1] in models.values() for key in keys):
+            return  # every available model is already in use: nothing to choose
+        with st.sidebar.expander("Choose another model", expanded=expanded), st.form("load_model", border=False):
+            st.selectbox("Model", keys, format_func=choice_label, key="form_choice")
+            st.form_submit_button("Load", on_click=use_chosen_model)
+        return
     current = models[lang]
     with st.sidebar.expander("Load another model", expanded=expanded), st.form("load_model", border=False):
         st.selectbox("Language", list(models), index=list(models).index(lang), format_func=gallery.language_label,
@@ -78,7 +106,7 @@ def model_form(models: dict[str, gallery.ModelPaths], lang: str, expanded: bool 
         st.text_input("Tokenizer (.pkl)", current.tokenizer, key="form_tokenizer")
         st.text_input("Encoder weights", current.encoder_weights, key="form_weights",
                       help="'imagenet' uses Keras's cache ($KERAS_HOME/models), or a .h5 file path.")
-        st.form_submit_button("Load", on_click=switch_model)
+        st.form_submit_button("Load", on_click=use_typed_paths)
 
 
 def model_panel(loaded: dict[str, gallery.LoadedModel]) -> None:
@@ -104,7 +132,7 @@ def model_panel(loaded: dict[str, gallery.LoadedModel]) -> None:
             with st.sidebar.expander("Training recipe"):
                 st.json(recipe, expanded=False)
         st.sidebar.caption(f"Loaded at {time.strftime('%H:%M:%S', time.localtime(item.loaded_at))} in "
-                           f"{item.seconds:.1f} s; shared by every visitor.", help=str(Path(paths.model).resolve()))
+                           f"{item.seconds:.1f} s; shared by every visitor.")
 
 
 def decoding_controls() -> DecodeOptions:
@@ -131,8 +159,7 @@ def missing_model(error: CaptionerError, lang: str, paths: gallery.ModelPaths) -
         fix = (f"The app loads `{paths.model}` and `{paths.tokenizer}` (from `{Path.cwd()}`).\n"
                f"- Train them: `captioner train --config {recipe_path(lang)}` writes both files;\n"
                f"- or point the app at yours: `{model_var}=path/mymodel.h5 "
-               f"{tokenizer_var}=path/tokenizer.pkl streamlit run app.py`;\n"
-               "- or use **Load another model** in the sidebar.")
+               f"{tokenizer_var}=path/tokenizer.pkl streamlit run app.py`.")
     st.markdown(fix)
 
 
@@ -304,7 +331,8 @@ def main() -> None:
     st.title(":material/photo_library: captioner")
     st.markdown("Describe your photos in words, *Show, Attend and Tell* style, and see where the model "
                 "looked for each word.")
-    models = st.session_state.setdefault("models", gallery.language_models())
+    choices = st.session_state.setdefault("choices", gallery.model_choices())
+    models = st.session_state.setdefault("models", {lang: options[0] for lang, options in choices.items()})
     offered, picked = language_selector(models)
     # With no model files at all, loading English says precisely what is missing.
     loaded, failed = load_models(models, picked if offered else ["en"])

@@ -154,7 +154,8 @@ def test_missing_encoder_weights_say_where_to_put_them(app_env, monkeypatch, tmp
     assert "KERAS_HOME" in at.markdown[-1].value
 
 
-def test_sidebar_loads_another_model(app_env, monkeypatch, tmp_path):
+def test_sidebar_loads_another_model_from_typed_paths_when_the_operator_allows(app_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("CAPTIONER_ALLOW_MODEL_PATHS", "1")
     monkeypatch.setenv("CAPTIONER_MODEL", str(tmp_path / "missing.h5"))
     at = start()
     assert "missing.h5: model file not found" in plain(at.error[0].value)
@@ -242,17 +243,29 @@ def test_a_language_model_that_fails_to_load_leaves_the_others_working(bilingual
     assert len(at.main.get_by_key("card_0").get("progress")) == 1  # English only, no empty German column
 
 
-def test_sidebar_loads_a_model_for_another_language(app_env, chinese_shapes_model):
+def _models_dir(tmp_path, **models) -> str:
+    """A CAPTIONER_MODELS_DIR with one folder per named (model, tokenizer) pair."""
+    root = tmp_path / "offered"
+    for name, result in models.items():
+        (root / name).mkdir(parents=True)
+        shutil.copy(result.model_path, root / name / "mymodel.h5")
+        shutil.copy(result.vocab_path, root / name / "tokenizer.pkl")
+    return str(root)
+
+
+def test_sidebar_loads_a_configured_model_for_another_language(app_env, chinese_shapes_model, monkeypatch, tmp_path):
+    monkeypatch.setenv("CAPTIONER_MODELS_DIR", _models_dir(tmp_path, shapes_zh=chinese_shapes_model["result"]))
     at = start()
     assert at.pills(key="languages").options == ["English"]
-    result = chinese_shapes_model["result"]
-    at.sidebar.selectbox[0].set_value("zh")
-    at.sidebar.text_input[0].set_value(str(result.model_path))
-    at.sidebar.text_input[1].set_value(str(result.vocab_path))
+    assert not at.sidebar.text_input, "a public app offers no free path fields"
+    choice = at.sidebar.selectbox(key="form_choice")
+    assert choice.options == ["English · run/mymodel.h5", "中文 · Chinese · shapes_zh/mymodel.h5"]
+    choice.select_index(1)
     at.sidebar.button[0].click().run()
     assert not at.exception and not at.error
     assert at.pills(key="languages").value == ["en", "zh"]  # the loaded language is picked at once
-    assert any("中文 · Chinese" in m.value and result.model_path.name in plain(m.value) for m in at.sidebar.markdown)
+    assert at.session_state["models"]["zh"].model == str(tmp_path / "offered" / "shapes_zh" / "mymodel.h5")
+    assert any("中文 · Chinese" in m.value for m in at.sidebar.markdown)
 
 
 def test_each_language_model_is_loaded_once_per_process(bilingual_env, monkeypatch, tmp_path):

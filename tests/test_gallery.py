@@ -189,3 +189,27 @@ def test_missing_language_files_and_how_to_get_them(tmp_path):
     assert "CAPTIONER_MODEL_DE" in help_text
     assert [gallery.language_label(lang) for lang in ("en", "zh", "de")] == ["English", "中文 · Chinese",
                                                                              "Deutsch · German"]
+
+
+def test_visitors_choose_among_the_operators_models_only(tmp_path, monkeypatch):
+    """CAPTIONER_MODELS_DIR offers its model folders under their language; a form value that is not one
+    of the choices (a path, an index out of range) names no model, so the app opens nothing for it."""
+    from captioner.models.base import build_caption_model
+    from captioner.serving.artifacts import ModelInfo, save_model
+    from captioner.text.vocabulary import Vocabulary
+
+    vocab = Vocabulary.build(["ein hund"], min_count=1, lang="de")
+    model = build_caption_model(len(vocab), (4, 8), embedding_dim=4, units=4, attention_units=4)
+    save_model(model, vocab, ModelInfo("mobilenet_v2", 224, len(vocab), vocab.fingerprint, "de"),
+               tmp_path / "offered" / "de-small" / "mymodel.h5", tmp_path / "offered" / "de-small" / "tokenizer.pkl")
+    (tmp_path / "offered" / "junk").mkdir()
+    (tmp_path / "offered" / "junk" / "mymodel.h5").write_bytes(b"not a model")
+    environ = {"CAPTIONER_MODELS_DIR": str(tmp_path / "offered")}
+    choices = gallery.model_choices(environ)
+    assert [p.model for p in choices["de"]] == ["models/de/mymodel.h5", str(tmp_path / "offered/de-small/mymodel.h5")]
+    assert all(len(choices[lang]) == 1 for lang in ("en", "zh"))
+    assert gallery.chosen_model(choices, gallery.choice_key("de", 1)) == ("de", choices["de"][1])
+    for crafted in ("/etc/passwd", "../../etc/passwd", "de:2", "de:-1", "en:0:/etc/passwd", "xx:0", None, 3):
+        assert gallery.chosen_model(choices, crafted) is None, crafted
+    assert not gallery.visitors_may_type_paths({})
+    assert gallery.visitors_may_type_paths({"CAPTIONER_ALLOW_MODEL_PATHS": "1"})

@@ -24,6 +24,7 @@ from captioner.errors import ArtifactError
 from captioner.evaluation import METRICS
 from captioner.models import DEFAULT_DECODER
 from captioner.models.base import get_decoder, registered_decoders
+from captioner.serving.safe_loading import check_model_classes
 from captioner.text.vocabulary import Vocabulary
 
 METADATA_ATTR = "captioner_metadata"
@@ -165,8 +166,9 @@ def load_model(model_path: str | os.PathLike, vocab_path: str | os.PathLike,
             f"{vocab_path} does not belong to {model_path}: the model was trained with a "
             f"{info.vocab_size}-word vocabulary ({info.vocab_fingerprint}), the file has "
             f"{len(vocab)} words ({vocab.fingerprint}). Use the tokenizer.pkl saved with the model.")
+    check_model_classes(model_path)  # no Lambda or foreign class reaches Keras's deserialiser
     try:
-        model = keras.models.load_model(model_path, compile=False)
+        model = keras.models.load_model(model_path, compile=False, safe_mode=True)
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise ArtifactError(f"{model_path}: cannot load the model ({error}).") from None
     return model, vocab, info

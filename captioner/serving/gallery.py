@@ -20,9 +20,9 @@ from PIL import Image
 
 from captioner.data.images import ImageSource, load_image
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
-from captioner.errors import ImageError
+from captioner.errors import CaptionerError, ImageError
 from captioner.serving.api import Captioner, load
-from captioner.serving.artifacts import MODEL_FILE, VOCAB_FILE
+from captioner.serving.artifacts import MODEL_FILE, VOCAB_FILE, read_model_info, vocabulary_beside
 from captioner.serving.shipped import SHIPPED_LANGUAGES, env_names, recipe_path, shipped_model_paths
 
 #: Example photos bundled with scikit-image (public domain / CC0), read at run time so that the
@@ -86,6 +86,49 @@ def language_models(environ: Mapping[str, str] = os.environ) -> dict[str, ModelP
         models[lang] = ModelPaths(environ.get(model_var) or str(model), environ.get(tokenizer_var) or str(tokenizer),
                                   weights)
     return models
+
+
+#: A folder of model folders (each with mymodel.h5 + tokenizer.pkl) that the app offers its visitors.
+MODELS_DIR_ENV = "CAPTIONER_MODELS_DIR"
+#: Set to 1 to let visitors type server paths of models to load: for a private deployment only.
+ALLOW_PATHS_ENV = "CAPTIONER_ALLOW_MODEL_PATHS"
+
+
+def visitors_may_type_paths(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the operator switched on free model paths for visitors (off unless set)."""
+    return environ.get(ALLOW_PATHS_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def model_choices(environ: Mapping[str, str] = os.environ) -> dict[str, list[ModelPaths]]:
+    """The models the operator offers for each language: the configured one first (language_models),
+    then every folder of CAPTIONER_MODELS_DIR holding mymodel.h5 + tokenizer.pkl, under the language its
+    model file records. Visitors of a public app pick among these and never name a path."""
+    defaults = language_models(environ)
+    choices = {lang: [paths] for lang, paths in defaults.items()}
+    folder = environ.get(MODELS_DIR_ENV)
+    weights = defaults["en"].encoder_weights
+    for model in sorted(Path(folder).glob(f"*/{MODEL_FILE}")) if folder else []:
+        tokenizer = vocabulary_beside(model)
+        try:
+            lang = read_model_info(model).lang
+        except CaptionerError:
+            continue  # not a captioner model: not offered
+        paths = ModelPaths(str(model), str(tokenizer), weights)
+        if tokenizer.is_file() and paths not in choices.setdefault(lang, []):
+            choices[lang].append(paths)
+    return choices
+
+
+def choice_key(lang: str, index: int) -> str:
+    """How a form names the index-th model_choices entry of a language: 'zh:1'."""
+    return f"{lang}:{index}"
+
+
+def chosen_model(choices: Mapping[str, Sequence[ModelPaths]], key: object) -> tuple[str, ModelPaths] | None:
+    """The (language, paths) a choice_key names, or None for anything that is not one of the choices."""
+    lang, _, index = str(key).partition(":")
+    options = choices.get(lang, [])
+    return (lang, options[int(index)]) if index.isdigit() and int(index) < len(options) else None
 
 
 def missing_files(paths: ModelPaths) -> list[str]:
