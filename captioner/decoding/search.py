@@ -55,7 +55,10 @@ class CaptionGenerator:
         They are computed once per image and then repeated, not once per copy.
         """
         memory, state = self.decoder.prepare(features)  # (batch, ...) each
-        repeat = lambda x: tf.repeat(x, copies, axis=0)  # noqa: E731  (batch * copies, ...)
+
+        def repeat(tensor: tf.Tensor) -> tf.Tensor:
+            return tf.repeat(tensor, copies, axis=0)  # (batch * copies, ...)
+
         return tf.nest.map_structure(repeat, memory), tf.nest.map_structure(repeat, state)
 
     def _greedy_pick(self, log_probs: tf.Tensor, alpha: tf.Tensor, t: tf.Tensor, finished: tf.Tensor,
