@@ -6,6 +6,7 @@ tabs (two sessions) captioning at the same time with one shared model.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import appdriver  # scripts/appdriver.py, on pytest's pythonpath
@@ -24,7 +25,10 @@ WAIT_MS = 120_000  # first caption: TensorFlow, the model and MobileNetV2 load o
 @pytest.fixture(scope="module")
 def server(shapes_model, tmp_path_factory):
     if not Path(appdriver.CHROMIUM).is_file():
-        pytest.skip(f"needs Debian's chromium at {appdriver.CHROMIUM} (apt-get install chromium)")
+        needs = f"needs Debian's chromium at {appdriver.CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("CI") == "true":  # CI installs it: its absence is a failure, not a skip
+            pytest.fail(needs)
+        pytest.skip(needs)
     result = shapes_model["result"]
     absent = tmp_path_factory.mktemp("absent")  # other languages: no model, whatever models/ holds
     env = {"CAPTIONER_MODEL": str(result.model_path), "CAPTIONER_TOKENIZER": str(result.vocab_path),
@@ -74,6 +78,9 @@ def test_upload_a_photo_and_a_corrupt_file(server, browser, photo, tmp_path, sha
     error.wait_for(timeout=WAIT_MS)
     assert "broken.jpg: the image data is corrupt or truncated" in error.inner_text()
     assert page.locator('[data-testid="stException"]').count() == 0  # no traceback anywhere
+    # A visitor of the public app can name no server path: the sidebar has no text field at all.
+    assert page.locator('[data-testid="stSidebar"] input[type="text"]').count() == 0
+    assert page.get_by_label("Model (.h5)").count() == 0
 
     shot = tmp_path / "app.png"
     page.screenshot(path=shot, full_page=True)
