@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 
 import captioner
 from captioner.data.datasets import load_dataset
 from captioner.decoding.options import DecodeOptions
 from captioner.evaluation.evaluate import caption_split
+from captioner.serving.artifacts import vocabulary_beside
 
 WORDS = ("man", "woman", "boy", "girl", "person", "people", "dog", "cat")
 FEMALE, MALE = r"\b(woman|women|girl|girls|lady)\b", r"\b(man|men|boy|boys|guy)\b"
@@ -27,9 +27,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mymodel.h5")
     parser.add_argument("--data", default="../shared/data/flickr8k")
-    parser.add_argument("--beam", type=int, default=3)
+    parser.add_argument("--beam", type=int, default=DecodeOptions().beam_size)
     args = parser.parse_args()
-    model = captioner.load(args.model, Path(args.model).with_name("tokenizer.pkl"))
+    model = captioner.load(args.model, vocabulary_beside(args.model))
     dataset = load_dataset(args.data)
     captions = {n: c.text for n, c in caption_split(model, dataset, "dev", DecodeOptions(beam_size=args.beam)).items()}
     ours, refs = list(captions.values()), [r for n in captions for r in dataset.captions[n]]
