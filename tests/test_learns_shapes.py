@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
+
 import captioner
 from captioner.serving.artifacts import read_model_info
 
 
-def test_trained_model_captions_held_out_shapes(shapes_model):
+@pytest.mark.parametrize("trained", ["shapes_model", "updown_shapes_model"])
+def test_trained_model_captions_held_out_shapes(trained, request):
+    """Every decoder learns the task: exact captions for unseen images, and the file records the decoder."""
+    shapes_model = request.getfixturevalue(trained)
     result = shapes_model["result"]
+    assert read_model_info(result.model_path).decoder == ("updown" if trained.startswith("updown") else "sat")
     model = captioner.load(result.model_path, result.vocab_path, encoder_weights=shapes_model["weights"])
     images = sorted(shapes_model["held_out"])
     captions = model.caption_many([shapes_model["folder"] / "images" / name for name in images])

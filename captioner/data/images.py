@@ -49,7 +49,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparency is composited on white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         pixels = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        if image.mode == "F" and pixels.max() <= 1.0:
+            top = 1.0  # float images are commonly written in [0, 1]
+        else:  # 32-bit integer images declare no range: 16-bit if any value needs it, else 8-bit
+            top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
         pixels = np.clip(pixels / top * 255.0, 0, 255).astype(np.uint8)
         return Image.fromarray(pixels, mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -139,17 +142,29 @@ def load_batches(paths: Sequence[Path], size: tuple[int, int], batch_size: int,
 
 
 def find_images(patterns: list[str]) -> list[Path]:
-    """Expand files, folders (recursively) and glob patterns into a sorted list of image paths."""
+    """Expand files, folders (recursively) and glob patterns into a sorted list of image paths.
+
+    A folder without image files, or a pattern that matches no file, is an ImageError naming it.
+    """
     found: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            found.extend(p for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS)
+            images = [p for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+            if not images:
+                raise ImageError(f"{pattern}: no image found in this folder or its subfolders (no "
+                                 f"{', '.join(IMAGE_EXTENSIONS)} file); give image files or a folder that has some.")
+            found.extend(images)
         elif path.exists():
             found.append(path)
         else:
             matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True))]
-            if not matches:
-                raise ImageError(f"{pattern}: no such file, folder or matching glob.")
-            found.extend(p for p in matches if p.is_file())
+            files = [p for p in matches if p.is_file()]
+            if matches and not files:
+                raise ImageError(f"{pattern}: no image found: the pattern matches only folders; give the folders "
+                                 f"themselves to caption the images in them.")
+            if not files:
+                raise ImageError(f"{pattern}: no image found: no such file or folder, and no file matches it as "
+                                 f"a pattern; check the path.")
+            found.extend(files)
     return list(dict.fromkeys(found))

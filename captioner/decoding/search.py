@@ -219,7 +219,7 @@ class CaptionGenerator:
         for i, fallback in enumerate(self._greedy_captions(greedy_outputs, options.length_penalty, len(features))):
             pool = {fallback.text: fallback}
             for j in np.argsort(-norms[i]):
-                if norms[i, j] <= NEG_INF / 2:
+                if scores[i, j] <= NEG_INF / 2:  # an empty slot, or a hypothesis through a blocked token
                     continue
                 caption = self._to_caption(seqs[i, j], scores[i, j], alphas[i, j], options.length_penalty)
                 if caption.text not in pool or pool[caption.text].score < caption.score:
