@@ -142,13 +142,23 @@ def cmd_extract(args: argparse.Namespace) -> None:
     from captioner.features.encoders import ImageEncoder
 
     dataset = load_dataset(args.data, args.images, args.lang).limit(args.limit)
+    for problem in dataset.problems[:10]:
+        print(f"skipped {problem}", file=sys.stderr)
+    if len(dataset.problems) > 10:
+        print(f"skipped {len(dataset.problems) - 10} more bad rows or files", file=sys.stderr)
     print(dataset.summary())
     encoder = ImageEncoder(args.encoder, args.encoder_weights)
     cache = FeatureCache(args.cache_dir, args.encoder, encoder.backbone.image_size)
     names = [n for split in ("train", "dev", "test") for n in dataset.split(split)]
+    if not names:
+        raise CaptionerError(f"{args.data}: no image to encode in its train, dev or test splits; check the "
+                             f"captions file and --images.")
     failures = cache.extract([dataset.path(n) for n in names], encoder, args.batch_size)
     for failure in failures:
         print(f"skipped {failure.reason}", file=sys.stderr)
+    if len(failures) >= len(names):
+        raise CaptionerError(f"{args.data}: none of its {len(names)} images could be read, so no features were "
+                             f"cached (see the skipped files above); replace or re-download the images.")
     print(f"{len(names) - len(failures)} images cached in {cache.dir}")
 
 
@@ -217,7 +227,9 @@ def cmd_caption(args: argparse.Namespace) -> None:
     from captioner.serving.batch import caption_to_file
 
     _check_caption_args(args)
-    paths = find_images(args.images)
+    paths = find_images(args.images)  # a folder or pattern without images is an error naming it
+    if not paths:
+        raise CaptionerError(f"no image found in {' '.join(args.images)}; give image files, folders or patterns.")
     if args.attention and len(paths) != 1:
         raise CaptionerError(f"--attention draws one image, but {len(paths)} were given.")
     options = dataclasses.replace(DECODE_DEFAULTS, beam_size=args.beam, n_best=args.n_best,

@@ -1,4 +1,4 @@
-"""Dataset readers: captions files of the common layouts → images, captions and splits.
+"""Datasets: captions files of the common layouts → images, captions and splits, with paths kept inside the dataset.
 
 Supported: the Kaggle Flickr8k layout (Images/ + captions.txt), the original Flickr8k release
 (Flickr8k.token.txt + split lists), Karpathy's dataset_*.json (Flickr8k/30k/COCO), COCO
@@ -8,34 +8,32 @@ skipped; the rest is kept.
 
 from __future__ import annotations
 
-import csv
-import json
+import os
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from captioner.data.readers import (
+    CONTROL,
+    MAX_CAPTION_CHARS,
+    MAX_LINE_BYTES,
+    NAME_CONTROL,
+    Problem,
+    clip,
+    coco_rows,
+    karpathy_rows,
+    read_csv_rows,
+    read_lines,
+    read_text,
+    read_token_rows,
+)
 from captioner.errors import DataError
 
 SPLITS = ("train", "dev", "test")
 _SPLIT_ALIASES = {"train": "train", "restval": "train", "val": "dev", "valid": "dev",
                   "validation": "dev", "dev": "dev", "test": "test"}
-_IMAGE_COLUMNS = ("image", "image_name", "filename", "file_name", "file", "path", "image_path")
-_CAPTION_COLUMNS = ("caption", "comment", "text", "sentence", "description")
 _IMAGE_FOLDERS = ("Images", "images", "Flicker8k_Dataset", "Flickr8k_Dataset", "flickr30k_images")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One skipped row or file: where it is and what is wrong with it."""
-
-    source: str
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.source}:{self.line}" if self.line else self.source
-        return f"{where}: {self.message}"
 
 
 @dataclass
@@ -77,151 +75,88 @@ class CaptionDataset:
 
 
 # --------------------------------------------------------------------------- row readers
-# Each yields (line number or None, image name, caption) and appends Problems for bad rows.
+# Captions files are untrusted input: each reader yields (line number or None, image name, caption,
+# split) and appends a Problem for every bad row, which is skipped; nothing in a row raises.
 
+def _outside(images_dir: Path, image: str) -> bool:
+    """Whether an image name points out of the images folder: `..` in it, or an absolute path elsewhere.
 
-def _read_csv_rows(path: Path, problems: list[Problem]) -> Iterator[tuple[int, str, str, str | None]]:
-    """Rows of a CSV/TSV of image,caption[,split]; the header is optional."""
-    text = _read_text(path)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" or text.split("\n", 1)[0].count("\t") else ","
-    reader = csv.reader(text.splitlines(), delimiter=delimiter)
-    columns = (0, 1, None)
-    first = True
-    for row in reader:
-        line = reader.line_num
-        if first:
-            first = False
-            header = [cell.strip().lower() for cell in row]
-            if header and header[0] in (*_IMAGE_COLUMNS, "image_id"):
-                columns = _header_columns(header, path)
-                continue
-        if not row or not "".join(row).strip():
-            continue
-        image_col, caption_col, split_col = columns
-        if len(row) <= max(image_col, caption_col):
-            problems.append(Problem(path.name, line, f"expected image{delimiter}caption, got {row!r}"))
-            continue
-        image = row[image_col].strip()
-        if split_col is None and len(row) > caption_col + 1:
-            caption = delimiter.join(row[caption_col:])  # unquoted commas inside the caption
-        else:
-            caption = row[caption_col]
-        split = row[split_col].strip() if split_col is not None and split_col < len(row) else None
-        yield line, image, caption, split
-
-
-def _header_columns(header: list[str], path: Path) -> tuple[int, int, int | None]:
-    image = next((i for i, h in enumerate(header) if h in (*_IMAGE_COLUMNS, "image_id")), None)
-    caption = next((i for i, h in enumerate(header) if h in _CAPTION_COLUMNS), None)
-    if image is None or caption is None:
-        raise DataError(
-            f"{path}: header {header} has no image and caption columns; "
-            f"name them e.g. 'image,caption'."
-        )
-    split = header.index("split") if "split" in header else None
-    return image, caption, split
-
-
-def _read_token_rows(path: Path, problems: list[Problem]) -> Iterator[tuple[int, str, str, None]]:
-    """Rows of Flickr8k.token.txt: `name.jpg#N<TAB>caption`."""
-    for line, text in enumerate(_read_text(path).splitlines(), start=1):
-        if not text.strip():
-            continue
-        key, tab, caption = text.partition("\t")
-        name, hash_, number = key.rpartition("#")
-        if not tab or not hash_ or not number.strip().isdigit() or not name:
-            problems.append(Problem(path.name, line, "expected 'image.jpg#N<TAB>caption'"))
-            continue
-        yield line, name.strip(), caption, None
-
-
-def _read_text(path: Path) -> str:
+    Checked on the name, not by following links: symlinks the folder's owner put inside it are followed.
+    """
+    if ".." in Path(image).parts:
+        return True
+    folder = os.path.normpath(os.path.abspath(images_dir))
+    target = os.path.normpath(os.path.join(folder, image))
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: captions file not found.") from None
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error}); save it as UTF-8.") from None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(_read_text(path))
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: invalid JSON ({error}).") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object with 'images' (and 'annotations').")
-    return data
-
-
-def _karpathy_rows(path: Path, problems: list[Problem]) -> Iterator[tuple[None, str, str, str]]:
-    """Rows of Karpathy's dataset_{flickr8k,flickr30k,coco}.json."""
-    for number, entry in enumerate(_read_json(path).get("images", []), start=1):
-        try:
-            name = str(Path(entry.get("filepath", "")) / entry["filename"])
-            split = entry.get("split", "train")
-            for sentence in entry["sentences"]:
-                yield None, name, sentence.get("raw") or " ".join(sentence.get("tokens", [])), split
-        except (KeyError, TypeError, AttributeError):
-            problems.append(Problem(path.name, None, f"images[{number - 1}] lacks filename/sentences"))
-
-
-def _coco_rows(path: Path, problems: list[Problem]) -> Iterator[tuple[None, str, str, str | None]]:
-    """Rows of a COCO captions_<folder>.json; images live in <folder>/, the split is in its name."""
-    data = _read_json(path)
-    folder = path.stem.partition("_")[2]  # captions_train2014 -> train2014
-    split = next((s for s in ("train", "val", "test") if s in folder), None)
-    files = {image["id"]: f"{folder}/{image['file_name']}" for image in data.get("images", [])
-             if isinstance(image, dict) and "id" in image and "file_name" in image}
-    for number, note in enumerate(data.get("annotations", []), start=1):
-        try:
-            yield None, files[note["image_id"]], note["caption"], split
-        except (KeyError, TypeError):
-            problems.append(Problem(path.name, None, f"annotations[{number - 1}] has no known image_id/caption"))
-
-
-# --------------------------------------------------------------------------- assembling
+        return os.path.commonpath([folder, target]) != folder
+    except ValueError:  # another drive (Windows)
+        return True
 
 
 def _collect(rows: Iterable[tuple[int | None, str, str, str | None]], source: str,
-             images_dir: Path, problems: list[Problem]) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Group rows by image, dropping empty captions and images missing on disk."""
+             images_dir: Path, problems: list[Problem],
+             missing: set[str] | None = None) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Group rows by image, dropping bad captions, image names outside `images_dir` and images missing
+    on disk (whose names are added to `missing`)."""
     captions: dict[str, list[str]] = {}
     split_of: dict[str, str] = {}
-    missing: set[str] = set()
+    missing = set() if missing is None else missing
     exists: dict[str, bool] = {}
     for line, image, caption, split in rows:
-        caption = " ".join(str(caption).split())
+        if not isinstance(image, str) or not isinstance(caption, str):
+            problems.append(Problem(source, line, "image name and caption must be text"))
+            continue
+        caption = " ".join(caption.split())
         if not image:
             problems.append(Problem(source, line, "empty image name"))
             continue
         if not caption:
-            problems.append(Problem(source, line, f"empty caption for {image}"))
+            problems.append(Problem(source, line, f"empty caption for {clip(image)}"))
+            continue
+        if NAME_CONTROL.search(image):
+            problems.append(Problem(source, line, f"control characters in the image name {clip(repr(image))}"))
+            continue
+        if len(caption) > MAX_CAPTION_CHARS:
+            problems.append(Problem(source, line, f"caption of {len(caption):,} characters for {clip(image)}, "
+                                                  f"more than the {MAX_CAPTION_CHARS:,} a caption may have"))
+            continue
+        if CONTROL.search(caption):
+            problems.append(Problem(source, line, f"control characters in the caption for {clip(image)}"))
             continue
         if image not in exists:
-            exists[image] = (images_dir / image).is_file()
+            if _outside(images_dir, image):
+                exists[image] = False
+                problems.append(Problem(source, line, f"image {clip(image)} is outside the images folder "
+                                                      f"{images_dir}; refused (name images relative to it)"))
+                missing.add(image)  # reported once, like a missing image
+                continue
+            try:
+                exists[image] = (images_dir / image).is_file()
+            except (OSError, ValueError):  # a name too long for the file system, or otherwise unusable
+                exists[image] = False
         if not exists[image]:
             if image not in missing:
                 missing.add(image)
-                problems.append(Problem(source, line, f"image {image} not found in {images_dir}"))
+                problems.append(Problem(source, line, f"image {clip(image)} not found in {images_dir}"))
             continue
         captions.setdefault(image, []).append(caption)
         if split:
             alias = _SPLIT_ALIASES.get(split.strip().lower())
             if alias is None:
-                problems.append(Problem(source, line, f"unknown split {split!r} (use train/dev/test)"))
+                problems.append(Problem(source, line, f"unknown split {clip(repr(split))} (use train/dev/test)"))
             else:
                 split_of[image] = alias
     return captions, split_of
 
 
-def _read_split_lists(folder: Path, captions: dict[str, list[str]]) -> dict[str, list[str]]:
+def _read_split_lists(folder: Path, captions: dict[str, list[str]], problems: list[Problem]
+                      ) -> dict[str, list[str]]:
     """Official Flickr8k split lists (Flickr_8k.{train,dev,test}Images.txt), where present."""
     splits = {}
     for name in SPLITS:
         path = folder / f"Flickr_8k.{name}Images.txt"
         if path.is_file():
-            listed = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+            listed = [line.strip() for _, line in read_lines(path, problems) if line.strip()]
             splits[name] = [image for image in listed if image in captions]
     return splits
 
@@ -247,10 +182,10 @@ def _detect(path: Path, lang: str | None) -> tuple[str, list[Path], Path]:
     """Return (format, captions files, folder holding split lists) for a path."""
     if path.is_file():
         if path.suffix.lower() == ".json":
-            kind = "karpathy" if "sentences" in _read_text(path)[:100_000] else "coco"
+            kind = "karpathy" if "sentences" in read_text(path)[:100_000] else "coco"
             return kind, [path], path.parent
         with path.open(encoding="utf-8", errors="replace") as handle:
-            head = handle.readline()
+            head = handle.readline(MAX_LINE_BYTES)
         kind = "token" if "#" in head.split("\t")[0] and "\t" in head else "csv"
         return kind, [path], path.parent
     if not path.is_dir():
@@ -274,8 +209,8 @@ def _detect(path: Path, lang: str | None) -> tuple[str, list[Path], Path]:
     )
 
 
-_ROW_READERS = {"csv": _read_csv_rows, "token": _read_token_rows,
-                "karpathy": _karpathy_rows, "coco": _coco_rows}
+_ROW_READERS = {"csv": read_csv_rows, "token": read_token_rows,
+                "karpathy": karpathy_rows, "coco": coco_rows}
 
 
 def load_dataset(path: str | Path, images: str | Path | None = None, lang: str | None = None,
@@ -298,16 +233,23 @@ def load_dataset(path: str | Path, images: str | Path | None = None, lang: str |
     problems: list[Problem] = []
     captions: dict[str, list[str]] = {}
     split_of: dict[str, str] = {}
+    missing: set[str] = set()
     for file in files:
         file_captions, file_splits = _collect(
-            _ROW_READERS[kind](file, problems), file.name, images_dir, problems)
+            _ROW_READERS[kind](file, problems), file.name, images_dir, problems, missing)
         for image, texts in file_captions.items():
             captions.setdefault(image, []).extend(texts)
         split_of.update(file_splits)
+    order = {file.name: number for number, file in enumerate(files)}
+    problems.sort(key=lambda problem: (order.get(problem.source, 0), problem.line or 0))  # in file order
+    if not captions and missing:
+        raise DataError(f"{path}: no image to use: none of the {len(missing)} images its captions name is in "
+                        f"{images_dir} (e.g. {clip(sorted(missing)[0])}); pass --images with the folder that "
+                        f"holds them.")
     if not captions:
         details = "; ".join(str(p) for p in problems[:3])
         raise DataError(f"{path}: no usable captions{' (' + details + ')' if details else ''}.")
-    splits = _read_split_lists(split_folder, captions)
+    splits = _read_split_lists(split_folder, captions, problems)
     if not splits and split_of and len(set(split_of.values())) > 1:
         splits = {name: sorted(i for i, s in split_of.items() if s == name) for name in SPLITS}
     if not splits.get("train"):

@@ -9,6 +9,7 @@ tampered file cannot run code.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import io
 import json
 import logging
@@ -58,8 +59,58 @@ class SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}.{hint}")
 
 
+def _partial(target: Path, suffix: str = "") -> Path:
+    """A temporary file beside `target`, this process's own, renamed over it once complete."""
+    return target.with_name(f".{target.name}.partial-{os.getpid()}{suffix}")
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Delete the temporary files that saves killed before they finished left beside `target`."""
+    for partial in target.parent.glob(f".{glob.escape(target.name)}.partial-*"):
+        pid = partial.name.rpartition(".partial-")[2].partition(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _is_running(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _is_running(pid: int) -> bool:
+    if os.name == "nt":  # os.kill would terminate it there; keep the file
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but is not ours (PermissionError), or this platform cannot tell
+        return True
+    return True
+
+
+def _sync(path: Path) -> None:
+    """Flush a written file to disk, so that once renamed it is never found empty after a crash."""
+    with path.open("rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _write_partial(path: Path, data: bytes) -> None:
+    with path.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _vocabulary_bytes(vocab: Vocabulary) -> bytes:
+    return pickle.dumps(vocab.to_dict(), protocol=4)
+
+
 def save_vocabulary(vocab: Vocabulary, path: str | os.PathLike) -> None:
-    Path(path).write_bytes(pickle.dumps(vocab.to_dict(), protocol=4))
+    """Write tokenizer.pkl atomically: a temporary file beside it, renamed into place once complete."""
+    path = Path(path)
+    _remove_stale_partials(path)
+    partial = _partial(path)
+    try:
+        _write_partial(partial, _vocabulary_bytes(vocab))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load_vocabulary(path: str | os.PathLike) -> Vocabulary:
@@ -78,23 +129,36 @@ def load_vocabulary(path: str | os.PathLike) -> Vocabulary:
 
 def save_model(model: keras.Model, vocab: Vocabulary, info: ModelInfo, model_path: str | os.PathLike,
                vocab_path: str | os.PathLike) -> None:
-    """Write the decoder (HDF5, with metadata naming its registered class) and its vocabulary side by side."""
+    """Write the decoder (HDF5, with metadata naming its registered class) and its vocabulary side by side.
+
+    Both are written to temporary files beside their targets and renamed into place once complete, so a
+    crash, a kill or a full disk leaves the previous files (or none), never a truncated one; temporary files
+    are removed on failure, and those of a killed save by the next save.
+    """
     info = dataclasses.replace(info, decoder=get_decoder(model).registry_name)
-    model_path = Path(model_path)
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    full = model_path.with_suffix(".float32.h5")
+    model_path, vocab_path = Path(model_path), Path(vocab_path)
+    for target in (model_path, vocab_path):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(target)
+    full, half, words = _partial(model_path, ".float32.h5"), _partial(model_path, ".h5"), _partial(vocab_path)
     absl = logging.getLogger("absl")
     level = absl.level
     absl.setLevel(logging.ERROR)  # HDF5 is the format users of this project expect; skip Keras's nudge
     try:
-        model.save(full, include_optimizer=False)
+        try:
+            model.save(full, include_optimizer=False)
+        finally:
+            absl.setLevel(level)
+        with h5py.File(full, "r") as source, h5py.File(half, "w") as target:
+            _copy_as_float16(source, target)
+            target.attrs[METADATA_ATTR] = json.dumps(info.__dict__)
+        _sync(half)
+        _write_partial(words, _vocabulary_bytes(vocab))
+        os.replace(half, model_path)  # both files are complete before either is replaced
+        os.replace(words, vocab_path)
     finally:
-        absl.setLevel(level)
-    with h5py.File(full, "r") as source, h5py.File(model_path, "w") as target:
-        _copy_as_float16(source, target)
-        target.attrs[METADATA_ATTR] = json.dumps(info.__dict__)
-    full.unlink()
-    save_vocabulary(vocab, vocab_path)
+        for partial in (full, half, words):
+            partial.unlink(missing_ok=True)
 
 
 def _copy_as_float16(source: h5py.Group, target: h5py.Group) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +82,72 @@ def _trainer_and_data(config: TrainConfig, caption_model: keras.Model, vocab: Vo
     return trainer, train_ds, None, len(train_names) // config.batch_size + 1
 
 
+class _Backup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose files are renamed into place, so a run killed mid-save keeps the previous
+    epoch's backup, and whose damaged backup is a clear error, not a traceback."""
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError, KeyError) as error:
+            raise CaptionerError(f"{self.backup_dir}: cannot resume from this training backup ({error}); it is "
+                                 f"damaged or from another recipe: delete that folder to start over.") from None
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        weights = Path(self.backup_dir) / "partial.weights.h5"
+        self.model.save_weights(weights, overwrite=True)
+        os.replace(weights, self._weights_path)
+        metadata = Path(self.backup_dir) / "training_metadata.partial.json"
+        metadata.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+        os.replace(metadata, self._training_metadata_path)
+
+
+class _BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the best epoch so far in `path`, renamed into place (a kill mid-write leaves the
+    previous best); `best` is the score to beat, from the epochs a resumed run already has."""
+
+    def __init__(self, path: Path, monitor: str, mode: str, best: float | None = None):
+        super().__init__()
+        self.path, self.monitor, self.mode, self.best = path, monitor, mode, best
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        current = (logs or {}).get(self.monitor)
+        if current is None or math.isnan(current) or (self.best is not None and not (
+                current < self.best if self.mode == "min" else current > self.best)):
+            return
+        self.best = float(current)
+        partial = self.path.with_name(f"partial.{self.path.name}")
+        self.model.save_weights(partial, overwrite=True)
+        os.replace(partial, self.path)
+
+
+def _resume_history(output: Path, monitor: str, mode: str) -> float | None:
+    """Before a run: keep history.csv to the epochs the backup holds (a run killed after writing an epoch's
+    row but before backing it up redoes that epoch) and return the best `monitor` score among them; with
+    no backup, a fresh run: forget earlier runs here."""
+    metadata = output / "backup" / "training_metadata.json"
+    try:
+        epochs = int(json.loads(metadata.read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        epochs = 0
+    history = output / "history.csv"
+    if not epochs:
+        for stale in (history, output / "best.weights.h5"):
+            stale.unlink(missing_ok=True)
+        return None
+    lines = history.read_bytes().splitlines(keepends=True) if history.is_file() else []
+    lines = [line for line in lines[:epochs + 1] if line.endswith(b"\n")]  # header + rows; not a cut last line
+    partial = history.with_name("history.partial.csv")
+    partial.write_bytes(b"".join(lines))
+    os.replace(partial, history)
+    try:
+        scores = pd.read_csv(history)[monitor].dropna() if len(lines) > 1 else pd.Series(dtype=float)
+    except (ValueError, KeyError):  # an unreadable history, or another monitor: any epoch may then be the best
+        return None
+    return None if scores.empty else float(scores.min() if mode == "min" else scores.max())
+
+
 def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     """Train a captioning model as `config` says and save mymodel.h5 + tokenizer.pkl in its output."""
     keras.utils.set_random_seed(config.seed)
@@ -112,26 +181,25 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     dev_refs = {n: dataset.captions[n] for n in dev_names}
     monitor = MONITORS[config.monitor]
     mode = "min" if config.monitor == "loss" else "max"
+    best = _resume_history(output, monitor, mode)
     callbacks = [
         DevScores(generator, dev_features, dev_refs, dev_names),
         keras.callbacks.CSVLogger(str(output / "history.csv"), append=True),
-        keras.callbacks.ModelCheckpoint(str(output / "best.weights.h5"), monitor=monitor, mode=mode,
-                                        save_best_only=True, save_weights_only=True),
+        _BestWeights(output / "best.weights.h5", monitor, mode, best),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.patience,
                                       restore_best_weights=True),
-        keras.callbacks.BackupAndRestore(str(output / "backup")),
+        _Backup(str(output / "backup"), delete_checkpoint=False),  # deleted once the model is saved
     ]
     if config.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
                                                            patience=1, min_lr=1e-5))
-    if not (output / "backup").exists():  # a fresh run, not a resumed one: forget earlier runs here
-        for stale in ("history.csv", "best.weights.h5"):
-            (output / stale).unlink(missing_ok=True)
     (output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    interrupted = False
     try:
         trainer.fit(train_ds, validation_data=dev_ds, epochs=config.epochs, callbacks=callbacks,
                     shuffle=False)  # the tf.data pipeline shuffles
     except KeyboardInterrupt:
+        interrupted = True
         if not (output / "best.weights.h5").is_file():
             raise CaptionerError(f"training interrupted before the first epoch ended; nothing to save in "
                                  f"{output}.") from None
@@ -142,6 +210,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
                      vocab.lang, extra={"dev_greedy": scores, "config": dataclasses.asdict(config)})
     model_path, vocab_path = output / "mymodel.h5", output / "tokenizer.pkl"
     save_model(caption_model, vocab, info, model_path, vocab_path)
+    if not interrupted:  # a run killed before this point resumes from the backup instead of starting over
+        shutil.rmtree(output / "backup", ignore_errors=True)
     history = pd.read_csv(output / "history.csv").to_dict("list")  # every epoch, across resumed runs
     plot_history(history, output / "history.png")
     log(f"saved {model_path} and {vocab_path}; dev greedy BLEU-4 {scores['BLEU-4']:.4f}, CIDEr {scores['CIDEr']:.4f}")
