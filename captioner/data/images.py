@@ -93,6 +93,11 @@ def load_image(source: ImageSource) -> Image.Image:
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"{name}: the image data is corrupt or truncated ({error}).") from None
+    except MemoryError:
+        raise ImageError(f"{name}: not enough memory to decode this image; downscale it first.") from None
+    except Exception as error:
+        # IndexError, TypeError, struct.error, NotImplementedError…): for the user, a file we cannot read
+        raise ImageError(f"{name}: the image data is corrupt or truncated ({type(error).__name__}: {error}).") from None
 
 
 def image_to_array(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
