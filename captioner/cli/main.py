@@ -11,6 +11,7 @@ import typing
 from pathlib import Path
 
 from captioner.decoding.options import DecodeOptions
+from captioner.distributed.commands import add_engine_args
 from captioner.errors import CaptionerError
 from captioner.features import DEFAULT_CACHE_DIR, DEFAULT_ENCODER
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--encoder-weights", default="imagenet", help="weights file or 'imagenet'")
     extract.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="feature cache (default: %(default)s)")
     extract.add_argument("--batch-size", type=int, default=32)
+    add_engine_args(extract)
 
     train = commands.add_parser("train", help="train a model on a dataset",
                                 description="Train the attention decoder on cached features, pick the "
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "tokenizer.pkl in --output.")
     _add_data_args(train, required=False)
     train.add_argument("--config", help="YAML/JSON training recipe (e.g. configs/flickr8k.yaml)")
+    add_engine_args(train, training=True)
     for field in dataclasses.fields(_train_config()):
         if field.name not in ("data", "images", "lang", "limit"):
             train.add_argument(f"--{field.name.replace('_', '-')}", type=_config_field_type(field),
@@ -115,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="write the captions to this file instead of printing them; a re-run skips "
                               "the images already in it")
     caption.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
+    add_engine_args(caption)
 
     evaluate = commands.add_parser("evaluate", help="COCO caption metrics on a dataset split",
                                    description="Caption a split and score it with BLEU-1..4, METEOR, "
@@ -138,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_extract(args: argparse.Namespace) -> None:
     from captioner.data.datasets import load_dataset
+    from captioner.distributed.commands import extract
     from captioner.features.cache import FeatureCache
-    from captioner.features.encoders import ImageEncoder
+    from captioner.features.encoders import get_backbone
 
     dataset = load_dataset(args.data, args.images, args.lang).limit(args.limit)
     for problem in dataset.problems[:10]:
@@ -147,13 +152,12 @@ def cmd_extract(args: argparse.Namespace) -> None:
     if len(dataset.problems) > 10:
         print(f"skipped {len(dataset.problems) - 10} more bad rows or files", file=sys.stderr)
     print(dataset.summary())
-    encoder = ImageEncoder(args.encoder, args.encoder_weights)
-    cache = FeatureCache(args.cache_dir, args.encoder, encoder.backbone.image_size)
+    cache = FeatureCache(args.cache_dir, args.encoder, get_backbone(args.encoder).image_size)
     names = [n for split in ("train", "dev", "test") for n in dataset.split(split)]
     if not names:
         raise CaptionerError(f"{args.data}: no image to encode in its train, dev or test splits; check the "
                              f"captions file and --images.")
-    failures = cache.extract([dataset.path(n) for n in names], encoder, args.batch_size)
+    failures = extract(args, cache, [dataset.path(n) for n in names])
     for failure in failures:
         print(f"skipped {failure.reason}", file=sys.stderr)
     if len(failures) >= len(names):
@@ -163,8 +167,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from captioner.distributed.commands import train
     from captioner.training.config import TrainConfig
-    from captioner.training.run import train
 
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
     if args.config:
@@ -173,7 +177,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     else:
         raise CaptionerError("give --data (a dataset) or --config (a training recipe).")
-    result = train(config)
+    result = train(args, config)
     print(f"caption with: captioner caption --model {result.model_path} --tokenizer {result.vocab_path} IMAGE")
 
 
@@ -194,6 +198,8 @@ def _check_caption_args(args: argparse.Namespace) -> None:
         raise CaptionerError(f"--n-best must be between 1 and --beam ({args.beam}), got {args.n_best}.")
     if args.attention and args.output:
         raise CaptionerError("--attention draws one image; it cannot be combined with --output.")
+    if args.engine == "ray" and not args.output:
+        raise CaptionerError("--engine ray writes its captions to a file: add --output captions.jsonl.")
 
 
 def _print_caption(path: Path, caption: Caption, args: argparse.Namespace, with_path: bool) -> None:
@@ -234,9 +240,15 @@ def cmd_caption(args: argparse.Namespace) -> None:
         raise CaptionerError(f"--attention draws one image, but {len(paths)} were given.")
     options = dataclasses.replace(DECODE_DEFAULTS, beam_size=args.beam, n_best=args.n_best,
                                   length_penalty=args.length_penalty, block_repeats=not args.allow_repeats)
-    model = captioner.load(*_model_paths(args), args.encoder_weights)
+    load_args = (*_model_paths(args), args.encoder_weights)
+    model = None if args.engine == "ray" else captioner.load(*load_args)  # on Ray, each actor loads it
     if args.output:
-        report = caption_to_file(model, paths, args.output, options, args.batch_size)
+        if model is None:
+            from captioner.distributed.commands import caption_on_ray
+
+            report = caption_on_ray(args, paths, options, load_args)
+        else:
+            report = caption_to_file(model, paths, args.output, options, args.batch_size)
         failures = report.failures
         for failure in failures:
             print(f"skipped {failure.reason}", file=sys.stderr)

@@ -116,42 +116,28 @@ class FeatureCache:
         index = self.index()
         return [Path(p) for p in dict.fromkeys(paths) if image_key(p) not in index]
 
+    def shard(self, paths: Sequence[str | os.PathLike]) -> ShardWriter | None:
+        """The extraction job for the images not cached yet (resumed if it was interrupted), or None."""
+        todo = self.missing(paths)
+        return ShardWriter(self, todo) if todo else None
+
     def extract(self, paths: Sequence[str | os.PathLike], encoder: ImageEncoder,
                 batch_size: int = 32, progress: bool = True) -> list[Failure]:
         """Encode every image not cached yet; returns the images that could not be read."""
-        todo = self.missing(paths)
-        if not todo:
+        job = self.shard(paths)
+        if job is None:
             return []
-        keys = [image_key(p) for p in todo]
-        shard = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:12]
-        self.dir.mkdir(parents=True, exist_ok=True)
-        data_path, done_path = self.dir / f"{shard}.npy", self.dir / f"{shard}.done.npy"
-        shape = (len(keys), *encoder.feature_shape)
-        if data_path.is_file() and done_path.is_file():  # resume an interrupted job
-            features = np.lib.format.open_memmap(data_path, mode="r+")
-            done = np.load(done_path)
-        else:
-            features = np.lib.format.open_memmap(data_path, mode="w+", dtype=np.float16, shape=shape)
-            done = np.zeros(len(keys), bool)
-            _atomic_save(done_path, done)
-            (self.dir / f"{shard}.json").write_text(json.dumps({"keys": keys}))
-        rows_left = np.flatnonzero(~done)
         failures: list[Failure] = []
-        bar = tqdm(total=len(rows_left), desc=f"Extracting {encoder.name} features",
+        bar = tqdm(total=len(job.rows_left), desc=f"Extracting {encoder.name} features",
                    unit="img", disable=not progress)
-        for rows, images, failed in load_batches([todo[r] for r in rows_left], encoder.image_size,
+        for rows, images, failed in load_batches([job.todo[r] for r in job.rows_left], encoder.image_size,
                                                  batch_size):
             failures.extend(failed)
             if images is not None:
-                target = rows_left[rows]
-                features[target] = encoder(images).astype(np.float16)  # (batch, cells, channels)
-                features.flush()
-                done[target] = True
-                _atomic_save(done_path, done)
+                job.write(job.rows_left[rows], encoder(images))  # (batch, cells, channels)
             bar.update(len(rows) + len(failed))
         bar.close()
-        del features
-        self._index = None
+        job.close()
         return failures
 
     def table(self, paths: Sequence[str | os.PathLike]) -> FeatureTable:
@@ -168,3 +154,42 @@ class FeatureCache:
         """Features for the given images, (n, cells, channels) float16, in the order given."""
         table = self.table(paths)
         return table[:] if len(table) else np.zeros((0, 0, 0), np.float16)
+
+
+class ShardWriter:
+    """One extraction job: the shard of `todo`'s rows, written by this process alone.
+
+    Rows are flushed before the done mask is replaced, so however many workers encode the images,
+    one writer keeps the shard consistent, and an interrupted job resumes at `rows_left`.
+    """
+
+    def __init__(self, cache: FeatureCache, todo: list[Path]):
+        self.cache, self.todo = cache, todo
+        keys = [image_key(p) for p in todo]
+        shard = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:12]
+        cache.dir.mkdir(parents=True, exist_ok=True)
+        self.data_path, self.done_path = cache.dir / f"{shard}.npy", cache.dir / f"{shard}.done.npy"
+        self.features: np.memmap | None = None  # created by the first write, which knows the grid's shape
+        if self.data_path.is_file() and self.done_path.is_file():  # resume an interrupted job
+            self.features = np.lib.format.open_memmap(self.data_path, mode="r+")
+            self.done = np.load(self.done_path)
+        else:
+            self.done = np.zeros(len(keys), bool)
+            _atomic_save(self.done_path, self.done)
+            (cache.dir / f"{shard}.json").write_text(json.dumps({"keys": keys}))
+        self.rows_left = np.flatnonzero(~self.done)
+
+    def write(self, rows: np.ndarray, features: np.ndarray) -> None:
+        """Store the grids of these rows of `todo` (n, cells, channels) and mark them done."""
+        if self.features is None:
+            self.features = np.lib.format.open_memmap(self.data_path, mode="w+", dtype=np.float16,
+                                                      shape=(len(self.todo), *features.shape[1:]))
+        self.features[rows] = features.astype(np.float16)
+        self.features.flush()
+        self.done[rows] = True
+        _atomic_save(self.done_path, self.done)
+
+    def close(self) -> None:
+        """Release the memory map; the cache's index is read again on next use."""
+        self.features = None
+        self.cache._index = None

@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
@@ -21,7 +22,9 @@ from captioner.data.images import Failure
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.errors import CaptionerError
 from captioner.features.cache import image_key
-from captioner.serving.api import Captioner
+
+if TYPE_CHECKING:  # the file side needs no TensorFlow (the Ray driver only writes rows)
+    from captioner.serving.api import Captioner
 
 FORMATS = (".csv", ".jsonl")
 CSV_COLUMNS = ("image", "caption", "confidence", "log_prob", "n_best")  # n_best: a JSON list in the cell
@@ -97,6 +100,17 @@ class CaptionFile:
             handle.write(buffer.getvalue())
 
 
+def pending(paths: Sequence[str | os.PathLike], output: str | os.PathLike
+            ) -> tuple[CaptionFile, list[Path], BatchReport]:
+    """The resume rule, for every engine: the output file, the images it does not hold yet (matched by
+    absolute path, in the order given) and a report counting those it holds."""
+    out = CaptionFile(output)
+    done = {image_key(image) for image in out.images()}
+    todo = [Path(p) for p in paths if image_key(p) not in done]
+    out.path.parent.mkdir(parents=True, exist_ok=True)
+    return out, todo, BatchReport(out.path, already_done=len(paths) - len(todo))
+
+
 def caption_to_file(captioner: Captioner, paths: Sequence[str | os.PathLike], output: str | os.PathLike,
                     options: DecodeOptions = DEFAULT_DECODING, batch_size: int = 32,
                     progress: bool = True) -> BatchReport:
@@ -107,13 +121,9 @@ def caption_to_file(captioner: Captioner, paths: Sequence[str | os.PathLike], ou
     to resume. Unreadable files are skipped and returned with the reason; they are not written,
     so a re-run tries them again.
     """
-    out = CaptionFile(output)
-    done = {image_key(image) for image in out.images()}
-    todo = [Path(p) for p in paths if image_key(p) not in done]
-    report = BatchReport(out.path, already_done=len(paths) - len(todo))
+    out, todo, report = pending(paths, output)
     if not todo:
         return report
-    out.path.parent.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(todo), desc="Captioning", unit="img", disable=not progress) as bar:
         for captioned, failures in captioner.caption_files(todo, options, batch_size):
             out.append([caption_record(str(path), caption) for path, caption in captioned])

@@ -3,20 +3,31 @@ early stopping, checkpoints and resumption → mymodel.h5 + tokenizer.pkl."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import pandas as pd
+import tensorflow as tf
 
 from captioner.data.datasets import CaptionDataset, load_dataset
 from captioner.decoding.search import CaptionGenerator
+from captioner.distributed.strategy import (
+    ChiefDevScores,
+    broadcast_from_chief,
+    fit_multi_worker,
+    is_chief,
+    is_multi_worker,
+    worker_index,
+)
 from captioner.errors import CaptionerError, DataError
 from captioner.features.cache import FeatureCache
 from captioner.features.encoders import ImageEncoder, get_backbone
@@ -39,18 +50,24 @@ class TrainResult:
     best: dict[str, float] = field(default_factory=dict)
 
 
-def prepare_features(dataset: CaptionDataset, config: TrainConfig, log: Callable[[str], None] = print
-                     ) -> tuple[CaptionDataset, FeatureCache]:
-    """Extract (or reuse) features for the train and dev images; drop unreadable images."""
-    encoder = ImageEncoder(config.encoder, config.encoder_weights)
-    cache = FeatureCache(config.cache_dir, config.encoder, encoder.backbone.image_size)
-    names = dataset.split("train") + dataset.split("dev")
-    failures = cache.extract([dataset.path(n) for n in names], encoder)
-    if failures:
+def prepare_features(dataset: CaptionDataset, config: TrainConfig, log: Callable[[str], None] = print,
+                     extract: bool = True) -> tuple[CaptionDataset, FeatureCache]:
+    """Extract (or reuse) features for the train and dev images; drop unreadable images.
+
+    extract=False (the other workers of a multi-worker run, once the chief has extracted): only read the
+    cache, and drop the images it lacks, which are the ones the chief could not read."""
+    cache = FeatureCache(config.cache_dir, config.encoder, get_backbone(config.encoder).image_size)
+    paths = [dataset.path(n) for n in dataset.split("train") + dataset.split("dev")]
+    if extract:
+        failures = cache.extract(paths, ImageEncoder(config.encoder, config.encoder_weights))
         bad = {f.path.name for f in failures}
-        for failure in failures[:10]:
-            log(f"skipped {failure.reason}")
-        log(f"skipped {len(failures)} unreadable images")
+    else:
+        bad = {p.name for p in cache.missing(paths)}
+    if bad:
+        if extract:
+            for failure in failures[:10]:
+                log(f"skipped {failure.reason}")
+        log(f"skipped {len(bad)} unreadable images")
         dataset.splits = {k: [n for n in v if dataset.path(n).name not in bad] for k, v in dataset.splits.items()}
     return dataset, cache
 
@@ -84,7 +101,13 @@ def _trainer_and_data(config: TrainConfig, caption_model: keras.Model, vocab: Vo
 
 class _Backup(keras.callbacks.BackupAndRestore):
     """BackupAndRestore whose files are renamed into place, so a run killed mid-save keeps the previous
-    epoch's backup, and whose damaged backup is a clear error, not a traceback."""
+    epoch's backup, and whose damaged backup is a clear error, not a traceback.
+
+    Every worker restores from `backup_dir`; each writes into `write_dir` (the chief: the same folder)."""
+
+    def __init__(self, backup_dir: str, write_dir: Path | None = None, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.write_dir = Path(write_dir or backup_dir)
 
     def on_train_begin(self, logs=None):
         try:
@@ -94,13 +117,13 @@ class _Backup(keras.callbacks.BackupAndRestore):
                                  f"damaged or from another recipe: delete that folder to start over.") from None
 
     def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        weights = Path(self.backup_dir) / "partial.weights.h5"
+        self.write_dir.mkdir(parents=True, exist_ok=True)
+        weights = self.write_dir / "partial.weights.h5"
         self.model.save_weights(weights, overwrite=True)
-        os.replace(weights, self._weights_path)
-        metadata = Path(self.backup_dir) / "training_metadata.partial.json"
+        os.replace(weights, self.write_dir / Path(self._weights_path).name)
+        metadata = self.write_dir / "training_metadata.partial.json"
         metadata.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
-        os.replace(metadata, self._training_metadata_path)
+        os.replace(metadata, self.write_dir / Path(self._training_metadata_path).name)
 
 
 class _BestWeights(keras.callbacks.Callback):
@@ -148,16 +171,35 @@ def _resume_history(output: Path, monitor: str, mode: str) -> float | None:
     return None if scores.empty else float(scores.min() if mode == "min" else scores.max())
 
 
-def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
-    """Train a captioning model as `config` says and save mymodel.h5 + tokenizer.pkl in its output."""
+def train(config: TrainConfig, log: Callable[[str], None] = print,
+          strategy: tf.distribute.Strategy | None = None) -> TrainResult:
+    """Train a captioning model as `config` says and save mymodel.h5 + tokenizer.pkl in its output.
+
+    With a tf.distribute `strategy`, the model and optimizer live in its scope and each global batch of
+    `batch_size` is split across the replicas; with several workers, the chief alone extracts features,
+    scores the dev split and writes the run's files (output on storage every worker sees), while the
+    others write their identical checkpoints to a temporary folder and return without saving a model.
+    """
     keras.utils.set_random_seed(config.seed)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
+    chief, multi = is_chief(strategy), is_multi_worker(strategy)
+    if strategy is not None and strategy.num_replicas_in_sync > 1 and config.objective != "xent":
+        raise CaptionerError(f"objective {config.objective!r} trains on one replica only: its step applies its own "
+                             f"unscaled gradients around a sampled, XLA-compiled search and a Python CIDEr-D reward; "
+                             f"fine-tune with --strategy none after the distributed cross-entropy stage.")
+    scratch = None if chief else tempfile.TemporaryDirectory(prefix=f"captioner-worker{worker_index(strategy)}-")
+    files = Path(scratch.name) if scratch else output  # removed however the run ends
     dataset = load_dataset(config.data, config.images, config.lang, config.seed).limit(config.limit)
     for problem in dataset.problems[:10]:
         log(f"skipped {problem}")
     log(dataset.summary())
-    dataset, cache = prepare_features(dataset, config, log)
+    if chief:
+        dataset, cache = prepare_features(dataset, config, log)
+    if multi:
+        broadcast_from_chief(strategy, [0.0])  # the other workers wait here until the chief's cache is complete
+    if not chief:
+        dataset, cache = prepare_features(dataset, config, log, extract=False)
     train_names, dev_names = dataset.split("train"), dataset.split("dev")
     if not train_names or not dev_names:
         raise DataError(f"{config.data}: need train and dev images, got {len(train_names)} and {len(dev_names)}.")
@@ -165,50 +207,64 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     lang = config.lang or "en"
     train_features = cache.table([dataset.path(n) for n in train_names])  # (images, cells, channels), read per batch
     dev_features = cache.table([dataset.path(n) for n in dev_names])
-    if config.init_from:  # fine-tune a saved model with its own vocabulary
-        caption_model, vocab, _ = load_model(config.init_from, vocabulary_beside(config.init_from))
-    else:
-        vocab = Vocabulary.build((c for n in train_names for c in dataset.captions[n]), config.min_count,
-                                 config.max_length, config.tokenization, lang)
-        caption_model = build_caption_model(
-            len(vocab), train_features.shape[1:], config.decoder, embedding_dim=config.embedding_dim,
-            units=config.units, attention_units=config.attention_units, dropout=config.dropout)
-    log(f"vocabulary: {len(vocab)} tokens (min count {config.min_count})")
-    trainer, train_ds, dev_ds, steps_per_epoch = _trainer_and_data(
-        config, caption_model, vocab, dataset, train_features, dev_features)
-    trainer.compile(optimizer=_optimizer(config, steps_per_epoch))
+    with strategy.scope() if strategy else contextlib.nullcontext():  # variables and optimizer state per replica
+        if config.init_from:  # fine-tune a saved model with its own vocabulary
+            caption_model, vocab, _ = load_model(config.init_from, vocabulary_beside(config.init_from))
+        else:
+            vocab = Vocabulary.build((c for n in train_names for c in dataset.captions[n]), config.min_count,
+                                     config.max_length, config.tokenization, lang)
+            caption_model = build_caption_model(
+                len(vocab), train_features.shape[1:], config.decoder, embedding_dim=config.embedding_dim,
+                units=config.units, attention_units=config.attention_units, dropout=config.dropout)
+        log(f"vocabulary: {len(vocab)} tokens (min count {config.min_count})")
+        trainer, train_ds, dev_ds, steps_per_epoch = _trainer_and_data(
+            config, caption_model, vocab, dataset, train_features, dev_features)
+        trainer.compile(optimizer=_optimizer(config, steps_per_epoch))
+        if multi:  # fit() would build the optimizer's slots in the scope; the multi-worker loop does not
+            trainer.optimizer.build(trainer.trainable_variables)
     generator = CaptionGenerator(get_decoder(caption_model), vocab)
     dev_refs = {n: dataset.captions[n] for n in dev_names}
     monitor = MONITORS[config.monitor]
     mode = "min" if config.monitor == "loss" else "max"
-    best = _resume_history(output, monitor, mode)
+    best = _resume_history(output, monitor, mode) if chief else None
+    if multi:  # every worker must save (or not) at the same epochs as the chief
+        shared = broadcast_from_chief(strategy, [math.nan if best is None else best])[0]
+        best = None if math.isnan(shared) else float(shared)
+    dev_scores = (ChiefDevScores(strategy, generator, dev_features, dev_refs, dev_names) if multi
+                  else DevScores(generator, dev_features, dev_refs, dev_names))
     callbacks = [
-        DevScores(generator, dev_features, dev_refs, dev_names),
-        keras.callbacks.CSVLogger(str(output / "history.csv"), append=True),
-        _BestWeights(output / "best.weights.h5", monitor, mode, best),
+        dev_scores,
+        keras.callbacks.CSVLogger(str(files / "history.csv"), append=True),
+        _BestWeights(files / "best.weights.h5", monitor, mode, best),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.patience,
                                       restore_best_weights=True),
-        _Backup(str(output / "backup"), delete_checkpoint=False),  # deleted once the model is saved
+        _Backup(str(output / "backup"), files / "backup", delete_checkpoint=False),  # deleted once saved
     ]
     if config.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
                                                            patience=1, min_lr=1e-5))
-    (output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    (files / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     interrupted = False
     try:
-        trainer.fit(train_ds, validation_data=dev_ds, epochs=config.epochs, callbacks=callbacks,
-                    shuffle=False)  # the tf.data pipeline shuffles
+        if multi:
+            fit_multi_worker(trainer, strategy, train_ds, dev_ds, config.epochs, callbacks, log)
+        else:
+            trainer.fit(train_ds, validation_data=dev_ds, epochs=config.epochs, callbacks=callbacks,
+                        shuffle=False)  # the tf.data pipeline shuffles
     except KeyboardInterrupt:
         interrupted = True
-        if not (output / "best.weights.h5").is_file():
+        if not (files / "best.weights.h5").is_file():
             raise CaptionerError(f"training interrupted before the first epoch ended; nothing to save in "
                                  f"{output}.") from None
         log(f"interrupted: saving the best epoch so far; the same command resumes from {output / 'backup'}")
+    model_path, vocab_path = output / "mymodel.h5", output / "tokenizer.pkl"
+    if scratch:  # the chief saves the model; this worker's copies were only for keeping in step
+        scratch.cleanup()
+        return TrainResult(model_path, vocab_path, {})
     trainer.load_weights(output / "best.weights.h5")
     scores = DevScores(generator, dev_features, dev_refs, dev_names).scores()
     info = ModelInfo(config.encoder, get_backbone(config.encoder).image_size, len(vocab), vocab.fingerprint,
                      vocab.lang, extra={"dev_greedy": scores, "config": dataclasses.asdict(config)})
-    model_path, vocab_path = output / "mymodel.h5", output / "tokenizer.pkl"
     save_model(caption_model, vocab, info, model_path, vocab_path)
     if not interrupted:  # a run killed before this point resumes from the backup instead of starting over
         shutil.rmtree(output / "backup", ignore_errors=True)

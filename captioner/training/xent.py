@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -30,4 +31,5 @@ class CaptionTrainer(keras.Model):
         per_token = (1.0 - self.label_smoothing) * nll + self.label_smoothing * smooth  # (batch, T)
         loss = ops.sum(per_token * mask) / ops.maximum(ops.sum(mask), 1.0)
         coverage = ops.sum(alpha * ops.expand_dims(mask, -1), axis=1)  # (batch, cells)
-        return loss + self.attention_reg * ops.mean(ops.square(1.0 - coverage))
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync  # tf.distribute sums the replicas' gradients
+        return (loss + self.attention_reg * ops.mean(ops.square(1.0 - coverage))) / replicas

@@ -1,0 +1,118 @@
+"""Batch captioning and feature extraction on a real local Ray cluster (2 CPUs, one session for the module):
+the same rows as local batch mode for 40 Flickr8k photos, resumable, with an unreadable file reported."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import captioner
+from captioner.cli.main import main
+from captioner.data.images import find_images
+from captioner.errors import CaptionerError
+from captioner.features.cache import FeatureCache, ShardWriter
+
+ROOT = Path(__file__).resolve().parent.parent
+BAD = "zz_not_a_photo.jpg"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray cluster of 2 CPUs for every test here; the engine joins it instead of starting its own."""
+    import ray
+
+    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, flickr8k) -> list[Path]:
+    """40 real photos and one file that is not an image, in one folder."""
+    folder = tmp_path_factory.mktemp("photos")
+    for source in sorted((flickr8k / "Images").glob("*.jpg"))[:40]:
+        (folder / source.name).symlink_to(source)
+    (folder / BAD).write_bytes(b"this is not a JPEG")
+    return find_images([str(folder)])
+
+
+@pytest.fixture(scope="module")
+def local_rows(tmp_path_factory, photos, mobilenet_weights) -> tuple[list[str], list]:
+    """Local batch mode's rows (sorted) and failures for the same photos: what Ray must reproduce."""
+    from captioner.serving.batch import caption_to_file
+
+    out = tmp_path_factory.mktemp("local") / "captions.jsonl"
+    model = captioner.load(ROOT / "mymodel.h5", ROOT / "tokenizer.pkl", mobilenet_weights)
+    report = caption_to_file(model, photos, out, progress=False)
+    return sorted(out.read_text(encoding="utf-8").splitlines()), report.failures
+
+
+@pytest.mark.slow
+def test_ray_rows_match_local_mode(ray_cluster, photos, local_rows, mobilenet_weights, tmp_path):
+    from captioner.distributed.ray_batch import caption_to_file_ray
+
+    out = tmp_path / "captions.jsonl"
+    report = caption_to_file_ray((ROOT / "mymodel.h5", ROOT / "tokenizer.pkl", mobilenet_weights), photos, out,
+                                 workers=2, progress=False)
+    rows, failures = local_rows
+    assert report.captioned == 40 and len(rows) == 40
+    assert sorted(out.read_text(encoding="utf-8").splitlines()) == rows  # same columns, captions, scores
+    assert [(f.path.name, f.reason) for f in report.failures] == [(f.path.name, f.reason) for f in failures]
+    assert BAD in report.failures[0].reason and "not an image" in report.failures[0].reason
+
+
+@pytest.mark.slow
+def test_ray_cli_resumes_and_lists_the_bad_file(ray_cluster, photos, local_rows, mobilenet_weights, tmp_path,
+                                               capsys):
+    out = tmp_path / "captions.jsonl"
+    rows, _ = local_rows
+    by_image = {json.loads(r)["image"]: r for r in rows}
+    done = [by_image[str(p)] for p in photos[:15]]
+    out.write_text("\n".join(done) + "\n" + by_image[str(photos[15])][:40], encoding="utf-8")  # + a cut line
+    code = main(["caption", str(photos[0].parent), "--output", str(out), "--engine", "ray", "--workers", "1",
+                 "--model", str(ROOT / "mymodel.h5"), "--encoder-weights", str(mobilenet_weights)])
+    printed = capsys.readouterr()
+    assert code == 1  # one image could not be captioned: reported, not fatal for the others
+    assert "25 images captioned" in printed.out and "(15 were already there)" in printed.out
+    assert f"skipped {photos[0].parent / BAD}: not an image" in printed.err
+    assert sorted(out.read_text(encoding="utf-8").splitlines()) == rows
+
+
+@pytest.mark.slow
+def test_ray_extraction_fills_the_same_cache_and_resumes(ray_cluster, photos, mobilenet_weights, tmp_path):
+    from captioner.distributed.ray_extract import extract_ray
+    from captioner.features.encoders import ImageEncoder
+
+    encoder = ImageEncoder("mobilenet_v2", mobilenet_weights)
+    local = FeatureCache(tmp_path / "local", "mobilenet_v2", 224)
+    assert [f.path.name for f in local.extract(photos, encoder, progress=False)] == [BAD]
+    expected = local.load(photos[:40])  # (40, 49, 1280)
+
+    cache = FeatureCache(tmp_path / "ray", "mobilenet_v2", 224)
+    interrupted = ShardWriter(cache, cache.missing(photos))  # a run killed after its first batch
+    interrupted.write(np.arange(32), expected[:32])
+    interrupted.close()
+    failures = extract_ray(cache, photos, "mobilenet_v2", mobilenet_weights, workers=2, progress=False)
+    assert [f.path.name for f in failures] == [BAD] and "not an image" in failures[0].reason
+    shards = sorted(len(json.loads(p.read_text())["keys"]) for p in cache.dir.glob("*.json"))
+    assert shards == [9, 41]  # the 32 done rows were kept; only the other 9 images went to the workers
+    assert np.array_equal(FeatureCache(tmp_path / "ray", "mobilenet_v2", 224).load(photos[:40]), expected)
+    assert [p.name for p in FeatureCache(tmp_path / "ray", "mobilenet_v2", 224).missing(photos)] == [BAD]
+
+
+def test_missing_ray_is_a_one_line_error(monkeypatch):
+    from captioner.distributed import require_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(CaptionerError, match=r"pip install captioner\[ray\]"):
+        require_ray()
+
+
+def test_ray_engine_needs_an_output_file(capsys):
+    assert main(["caption", "photo.jpg", "--engine", "ray"]) == 1
+    assert "--engine ray writes its captions to a file" in capsys.readouterr().err
