@@ -1,0 +1,150 @@
+"""The array operations a search needs, for NumPy and for TensorFlow: one search written once runs on both.
+
+The searches in captioner.decoding.loops call only the methods below (and Python operators), so the
+same code is traced into one compiled TensorFlow graph for a Keras decoder and runs eagerly in NumPy
+for an exported decoder, where TensorFlow is never imported. `for t in ops.steps(n)` is a Python
+loop in NumPy and, under autograph, a graph while-loop in TensorFlow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+Array = Any  # np.ndarray or tf.Tensor
+
+
+def nest_map(fn: Callable[[Array], Array], nest: Any) -> Any:
+    """fn applied to every array of a nest of dicts, lists and tuples, keeping its structure."""
+    if isinstance(nest, dict):
+        return {key: nest_map(fn, value) for key, value in nest.items()}
+    if isinstance(nest, (list, tuple)):
+        return type(nest)([nest_map(fn, value) for value in nest])
+    return fn(nest)
+
+
+class NumpyOps:
+    """The search operations in NumPy, float32 throughout: the portable runtime's."""
+
+    def __init__(self, seed: int | None = None):
+        self.rng = np.random.default_rng(seed)
+
+    @staticmethod
+    def constant(value: Any, dtype: str = "float32") -> np.ndarray:
+        return np.asarray(value, dtype)
+
+    @staticmethod
+    def zeros(shape: list, dtype: str = "float32") -> np.ndarray:
+        return np.zeros(shape, dtype)
+
+    @staticmethod
+    def fill(shape: list, value: Any, dtype: str = "float32") -> np.ndarray:
+        return np.full(shape, value, dtype)
+
+    @staticmethod
+    def rows(x: np.ndarray) -> int:
+        """The length of the first (batch) axis."""
+        return x.shape[0]
+
+    @staticmethod
+    def steps(n: int) -> range:
+        return range(n)
+
+    @staticmethod
+    def cast(x: Any, dtype: str) -> np.ndarray:
+        return np.asarray(x).astype(dtype)
+
+    @staticmethod
+    def all(x: np.ndarray) -> bool:
+        return bool(np.all(x))
+
+    @staticmethod
+    def where(condition: np.ndarray, x: Any, y: Any) -> np.ndarray:
+        return np.where(condition, x, y)  # Python scalars take the array's dtype (NumPy 2)
+
+    @staticmethod
+    def reshape(x: np.ndarray, shape: list) -> np.ndarray:
+        return np.reshape(x, shape)
+
+    @staticmethod
+    def concat(arrays: list, axis: int) -> np.ndarray:
+        return np.concatenate(arrays, axis)
+
+    @staticmethod
+    def tile(x: np.ndarray, multiples: list) -> np.ndarray:
+        return np.tile(x, multiples)
+
+    @staticmethod
+    def repeat(x: np.ndarray, copies: int) -> np.ndarray:
+        return np.repeat(x, copies, axis=0)  # (rows * copies, ...)
+
+    @staticmethod
+    def arange(n: int) -> np.ndarray:
+        return np.arange(n, dtype=np.int32)
+
+    @staticmethod
+    def one_hot(index: int, depth: int, dtype: str = "float32") -> np.ndarray:
+        return (np.arange(depth) == np.asarray(index)[..., None]).astype(dtype)  # (..., depth)
+
+    @staticmethod
+    def log_softmax(logits: np.ndarray) -> np.ndarray:
+        shifted = logits - logits.max(-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+    @staticmethod
+    def argmax(x: np.ndarray) -> np.ndarray:
+        return np.argmax(x, -1).astype(np.int32)
+
+    def categorical(self, log_probs: np.ndarray) -> np.ndarray:
+        """One token per row drawn from the distribution exp(log_probs) (the Gumbel-max trick)."""
+        return np.argmax(log_probs + self.rng.gumbel(size=log_probs.shape), -1).astype(np.int32)
+
+    @staticmethod
+    def pick(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """x (rows, n) at index (rows,) → (rows,)."""
+        return np.take_along_axis(x, index[:, None].astype(np.intp), 1)[:, 0]
+
+    @staticmethod
+    def take_column(x: np.ndarray, column: int) -> np.ndarray:
+        return x[:, column]
+
+    @staticmethod
+    def gather_beams(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """x (batch, beams, ...) indexed by index (batch, k) → (batch, k, ...)."""
+        return x[np.arange(len(x))[:, None], index]
+
+    @staticmethod
+    def take_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return x[rows]
+
+    @staticmethod
+    def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k largest of each row, largest first, ties to the lower index (as tf.math.top_k)."""
+        if k < x.shape[-1]:
+            index = np.argpartition(-x, k - 1, axis=-1)[:, :k]  # (batch, k), unordered
+        else:
+            index = np.broadcast_to(np.arange(x.shape[-1]), x.shape)
+        values = np.take_along_axis(x, index, -1)
+        order = np.lexsort((index, -values), axis=-1)
+        return np.take_along_axis(values, order, -1), np.take_along_axis(index, order, -1).astype(np.int32)
+
+    @staticmethod
+    def count_tokens(tokens: np.ndarray, weights: np.ndarray, depth: int) -> np.ndarray:
+        """Per row, the summed weight of each token id: tokens, weights (rows, n) → (rows, depth)."""
+        counts = np.zeros((len(tokens), depth), np.float32)
+        np.add.at(counts, (np.arange(len(tokens))[:, None], tokens), weights)
+        return counts
+
+
+NUMPY = NumpyOps()
+
+
+def ops_for(array: Array):
+    """The operations for an array's library: NUMPY, or TensorFlow's for a tf.Tensor (imported only then)."""
+    if type(array).__module__.startswith("tensorflow"):
+        from captioner.decoding.tf_arrays import TF
+
+        return TF
+    return NUMPY

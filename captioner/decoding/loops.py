@@ -1,0 +1,224 @@
+"""The searches, written once: greedy decoding (and sampling) and beam search over the decoder contract.
+
+Every search drives a decoder through `prepare` once per image and `step` once per word, so the
+decoder's state and the projected attention keys are carried between steps and no prefix is ever
+run through the network again. The loops use only the operations of captioner.decoding.arrays: the
+Keras path traces them into one compiled TensorFlow graph per search (captioner.decoding.search),
+the portable path runs them in NumPy over an exported decoder (captioner.portable), with no
+TensorFlow. `Search` turns their arrays into Captions, the same for both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from captioner.decoding.arrays import NUMPY, Array, nest_map
+from captioner.decoding.constraints import NEG_INF, blocked_tokens, repeat_mask
+from captioner.decoding.options import DEFAULT_DECODING, GREEDY, Caption, DecodeOptions
+from captioner.text.vocabulary import Vocabulary
+
+
+def start(ops, decoder, features: Array, copies: int, training: bool = False) -> tuple[Any, Any]:
+    """The decoder's memory and initial state, each computed once per image and repeated `copies` times."""
+    memory, state = decoder.prepare(features, training=training)  # (batch, ...) each
+    if copies == 1:
+        return memory, state
+    return nest_map(lambda x: ops.repeat(x, copies), memory), nest_map(lambda x: ops.repeat(x, copies), state)
+
+
+def greedy_outputs(ops, batch: Any, cells: int, max_length: int) -> tuple:
+    """Empty (tokens, log p, α) outputs for greedy_pick: (batch, T), (batch, T), (batch, T, cells)."""
+    return (ops.zeros([batch, max_length], "int32"), ops.zeros([batch, max_length]),
+            ops.zeros([batch, max_length, cells]))
+
+
+def greedy_pick(ops, vocab: Vocabulary, log_probs: Array, alpha: Array, t: Any, finished: Array, outputs: tuple,
+                sample: bool = False) -> tuple:
+    """One step of greedy decoding (the most likely word per row) or of sampling (a word drawn from the
+    distribution), written into fixed-size (batch, T, ...) outputs.
+
+    The outputs are updated through a one-hot time mask, as XLA needs static shapes; rows that have
+    ended get <pad> with log p 0.
+    """
+    out_tokens, out_logp, out_alpha = outputs
+    max_length = out_tokens.shape[1]
+    tokens = ops.categorical(log_probs) if sample else ops.argmax(log_probs)  # (batch,)
+    chosen = ops.pick(log_probs, tokens)  # (batch,)
+    tokens = ops.where(finished, vocab.pad_id, tokens)
+    at_t = ops.one_hot(t, max_length)  # (T,)
+    out_tokens += tokens[:, None] * ops.cast(at_t, "int32")  # (batch, T)
+    out_logp += ops.where(finished, 0.0, chosen)[:, None] * at_t  # (batch, T)
+    out_alpha += alpha[:, None, :] * at_t[None, :, None]  # (batch, T, cells)
+    finished = finished | (tokens == vocab.end_id)
+    return tokens, finished, (out_tokens, out_logp, out_alpha)
+
+
+def greedy_loop(ops, decoder, vocab: Vocabulary, features: Array, block_unk: bool, block_repeats: bool,
+                max_length: int, sample: bool = False, training: bool = False) -> tuple:
+    """Greedy decoding (or sampling) of a batch: tokens (batch, T), log p (batch, T), α (batch, T, cells)."""
+    blocked = ops.constant(blocked_tokens(vocab, block_unk))  # (V,)
+    batch = ops.rows(features)
+    outputs = greedy_outputs(ops, batch, features.shape[1], max_length)
+    memory, state = start(ops, decoder, features, 1, training)
+    tokens = ops.fill([batch], vocab.start_id, "int32")  # (batch,)
+    finished = ops.zeros([batch], "bool")
+    for t in ops.steps(max_length):
+        if ops.all(finished):
+            break
+        logits, alpha, state = decoder.step(tokens, state, memory, training)  # (batch, V)
+        log_probs = ops.log_softmax(logits) + blocked  # (batch, V)
+        if block_repeats:
+            log_probs += repeat_mask(outputs[0], t, vocab)
+        tokens, finished, outputs = greedy_pick(ops, vocab, log_probs, alpha, t, finished, outputs, sample)
+    return outputs
+
+
+def beam_loop(ops, decoder, vocab: Vocabulary, features: Array, beam_size: int, length_penalty: float,
+              block_unk: bool, block_repeats: bool, max_length: int, keep: int | None = None) -> tuple:
+    """Beam search keeping `beam_size` live hypotheses and the `beam_size` best finished ones.
+
+    Each step expands every live beam, sends candidates ending in <end> to the finished pool (ranked
+    by log p / length**length_penalty) and keeps the best others alive; it stops when no live beam
+    can still beat the `keep`-th best finished one (default: the worst), as only the best `keep` are
+    wanted. The greedy caption is decoded in the same steps, as one more row per image, so the
+    fallback costs no second pass over the weights (which dominates a step on a CPU).
+    """
+    k = beam_size
+    keep = min(keep or k, k)
+    blocked = ops.constant(blocked_tokens(vocab, block_unk))  # (V,)
+    batch, cells, vocab_size = ops.rows(features), features.shape[1], len(vocab)
+    greedy = greedy_outputs(ops, batch, cells, max_length)
+    greedy_finished = ops.zeros([batch], "bool")
+    memory, state = start(ops, decoder, features, k + 1)  # (batch * (k+1), ...): k beams, then greedy
+    # Only the first beam is live at the start, so the first expansion is not k copies of one.
+    alive_score = ops.tile(ops.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch, 1])  # (batch, k)
+    alive_seq = ops.zeros([batch, k, max_length], "int32")
+    alive_alpha = ops.zeros([batch, k, max_length, cells])
+    done_norm = ops.fill([batch, k], NEG_INF)  # normalised scores of finished hypotheses, best first
+    done_score = ops.fill([batch, k], NEG_INF)
+    done_seq = ops.zeros([batch, k, max_length], "int32")
+    done_alpha = ops.zeros([batch, k, max_length, cells])
+    tokens = ops.fill([batch * (k + 1)], vocab.start_id, "int32")
+    longest = float(max_length) ** length_penalty
+    for t in ops.steps(max_length):
+        logits, alpha, state = decoder.step(tokens, state, memory, False)  # (batch*(k+1), V)
+        log_probs = ops.log_softmax(logits) + blocked  # (batch*(k+1), V)
+        if block_repeats:
+            history = ops.concat([alive_seq, greedy[0][:, None]], 1)  # (batch, k+1, T)
+            log_probs += repeat_mask(ops.reshape(history, [-1, max_length]), t, vocab)
+        log_probs = ops.reshape(log_probs, [batch, k + 1, vocab_size])
+        alpha = ops.reshape(alpha, [batch, k + 1, cells])
+        greedy_tokens, greedy_finished, greedy = greedy_pick(
+            ops, vocab, log_probs[:, k], alpha[:, k], t, greedy_finished, greedy)
+        log_probs, alpha = log_probs[:, :k], alpha[:, :k]  # (batch, k, V), (batch, k, cells)
+        candidates = ops.reshape(alive_score[:, :, None] + log_probs, [batch, k * vocab_size])
+        score, flat = ops.top_k(candidates, 2 * k)  # (batch, 2k)
+        origin, token = flat // vocab_size, flat % vocab_size  # beam each candidate extends, its word
+        at_t = ops.one_hot(t, max_length, "int32")  # (T,)
+        seq = ops.gather_beams(alive_seq, origin) * (1 - at_t) + token[:, :, None] * at_t  # (batch, 2k, T)
+        step_alpha = ops.gather_beams(alpha, origin)  # (batch, 2k, cells)
+        seq_alpha = ops.gather_beams(alive_alpha, origin) + step_alpha[:, :, None, :] * ops.cast(
+            at_t, "float32")[None, None, :, None]  # (batch, 2k, T, cells)
+        ends = token == vocab.end_id
+        length = ops.cast(t + 1, "float32")
+        # finished pool: best k of the old pool and the candidates that just ended
+        norm = ops.where(ends, score / length ** length_penalty, NEG_INF)
+        done_norm, best = ops.top_k(ops.concat([done_norm, norm], 1), k)  # (batch, k) of 3k
+        done_score = ops.gather_beams(ops.concat([done_score, ops.where(ends, score, NEG_INF)], 1), best)
+        done_seq = ops.gather_beams(ops.concat([done_seq, seq], 1), best)
+        done_alpha = ops.gather_beams(ops.concat([done_alpha, seq_alpha], 1), best)
+        # live beams: best k candidates that did not end
+        alive_score, survivors = ops.top_k(ops.where(ends, NEG_INF, score), k)  # (batch, k)
+        alive_seq = ops.gather_beams(seq, survivors)
+        alive_alpha = ops.gather_beams(seq_alpha, survivors)
+        # each beam row takes its parent's state; the greedy row (index k) keeps its own
+        parent = ops.concat([ops.gather_beams(origin, survivors), ops.fill([batch, 1], k, "int32")], 1)
+        rows = ops.reshape(parent + ops.arange(batch)[:, None] * (k + 1), [-1])  # (batch*(k+1),)
+        state = nest_map(lambda s, rows=rows: ops.take_rows(s, rows), state)
+        tokens = ops.reshape(ops.concat([ops.gather_beams(token, survivors), greedy_tokens[:, None]], 1), [-1])
+        # log p only falls as a caption grows, so a live beam's best possible normalised score is
+        # its current log p over the longest allowed length.
+        if ops.all(greedy_finished) & ops.all(done_norm[:, keep - 1] > alive_score[:, 0] / longest):
+            break
+    # Unfinished hypotheses compete too, in case the pool is not full at max_length.
+    return (ops.concat([done_seq, alive_seq], 1), ops.concat([done_score, alive_score], 1),
+            ops.concat([done_norm, alive_score / longest], 1), ops.concat([done_alpha, alive_alpha], 1), greedy)
+
+
+class Search:
+    """Greedy decoding and beam search for batches of feature grids with any StepDecoder, in NumPy.
+
+    The Keras path (search.CaptionGenerator) runs the same loops compiled by TensorFlow; both turn
+    the loops' arrays into the same Captions here.
+    """
+
+    def __init__(self, decoder, vocab: Vocabulary, max_length: int | None = None, ops=NUMPY):
+        self.decoder = decoder
+        self.vocab = vocab
+        self.max_length = max_length or vocab.max_length + 2
+        self.ops = ops
+
+    def _inputs(self, features: np.ndarray) -> Array:
+        """The batch as the loops take it."""
+        return np.asarray(features, np.float32)  # (n, cells, channels); cached features are float16
+
+    def _greedy(self, features: Array, block_unk: bool, block_repeats: bool, max_length: int) -> tuple:
+        return greedy_loop(self.ops, self.decoder, self.vocab, features, block_unk, block_repeats, max_length)
+
+    def _beam(self, features: Array, beam_size: int, length_penalty: float, block_unk: bool, block_repeats: bool,
+              max_length: int, keep: int | None = None) -> tuple:
+        return beam_loop(self.ops, self.decoder, self.vocab, features, beam_size, length_penalty, block_unk,
+                         block_repeats, max_length, keep)
+
+    def _to_caption(self, tokens: np.ndarray, log_prob: float, alpha: np.ndarray, penalty: float) -> Caption:
+        words = self.vocab.words(tokens)
+        length = len(words) + 1
+        return Caption(self.vocab.decode(tokens), words, float(log_prob), alpha[: len(words)],
+                       score=float(log_prob) / length**penalty)
+
+    def _greedy_captions(self, outputs: tuple, penalty: float, n: int) -> list[Caption]:
+        """Captions from the greedy (tokens, log p, α) outputs of the first n rows."""
+        tokens, log_probs, alpha = (np.asarray(x)[:n] for x in outputs)
+        return [self._to_caption(row_tokens, row_logp.sum(), row_alpha, penalty)
+                for row_tokens, row_logp, row_alpha in zip(tokens, log_probs, alpha, strict=True)]
+
+    def greedy(self, features: np.ndarray, options: DecodeOptions = GREEDY) -> list[Caption]:
+        """Most likely next word at every step, for a batch of (cells, channels) grids (beam_size is ignored)."""
+        if len(features) == 0:
+            return []
+        outputs = self._greedy(self._inputs(features), options.block_unk, options.block_repeats,
+                               options.max_length or self.max_length)
+        return self._greedy_captions(outputs, options.length_penalty, len(features))
+
+    def beam(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
+        """Beam search; each caption's `n_best` is its n-best list (distinct, best first).
+
+        The greedy caption is always a candidate, so a wider beam never returns a caption that
+        scores lower than greedy decoding under the same length normalisation.
+        """
+        if options.beam_size == 1 or len(features) == 0:
+            return self.greedy(features, options)
+        *outputs, greedy = self._beam(self._inputs(features), options.beam_size, float(options.length_penalty),
+                                      options.block_unk, options.block_repeats, options.max_length or self.max_length,
+                                      options.n_best)
+        seqs, scores, norms, alphas = (np.asarray(x) for x in outputs)
+        results = []
+        for i, fallback in enumerate(self._greedy_captions(greedy, options.length_penalty, len(features))):
+            pool = {fallback.text: fallback}
+            for j in np.argsort(-norms[i]):
+                if scores[i, j] <= NEG_INF / 2:  # an empty slot, or a hypothesis through a blocked token
+                    continue
+                caption = self._to_caption(seqs[i, j], scores[i, j], alphas[i, j], options.length_penalty)
+                if caption.text not in pool or pool[caption.text].score < caption.score:
+                    pool[caption.text] = caption
+            ranked = sorted(pool.values(), key=lambda c: -c.score)[: max(options.n_best, 1)]
+            best = ranked[0]
+            best.alternatives = ranked[1:]
+            results.append(best)
+        return results
+
+    def generate(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
+        """Captions for a batch of feature grids; by default beam 3 (DecodeOptions()), GREEDY for greedy."""
+        return self.greedy(features, options) if options.beam_size == 1 else self.beam(features, options)

@@ -1,0 +1,113 @@
+"""The search operations of captioner.decoding.arrays in TensorFlow, traced into the Keras path's graphs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+
+class TensorFlowOps:
+    """The same methods as arrays.NumpyOps, on tensors; loops over `steps` become graph while-loops."""
+
+    @staticmethod
+    def constant(value: Any, dtype: str = "float32") -> tf.Tensor:
+        return tf.constant(value, dtype)
+
+    @staticmethod
+    def zeros(shape: list, dtype: str = "float32") -> tf.Tensor:
+        return tf.zeros(shape, dtype)
+
+    @staticmethod
+    def fill(shape: list, value: Any, dtype: str = "float32") -> tf.Tensor:
+        return tf.fill(shape, tf.constant(value, dtype))
+
+    @staticmethod
+    def rows(x: tf.Tensor) -> tf.Tensor:
+        """The length of the first (batch) axis, known only when the graph runs."""
+        return tf.shape(x)[0]
+
+    @staticmethod
+    def steps(n: int) -> tf.Tensor:
+        return tf.range(n)
+
+    @staticmethod
+    def cast(x: Any, dtype: str) -> tf.Tensor:
+        return tf.cast(x, dtype)
+
+    @staticmethod
+    def all(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_all(x)
+
+    @staticmethod
+    def where(condition: tf.Tensor, x: Any, y: Any) -> tf.Tensor:
+        return tf.where(condition, x, y)
+
+    @staticmethod
+    def reshape(x: tf.Tensor, shape: list) -> tf.Tensor:
+        return tf.reshape(x, shape)
+
+    @staticmethod
+    def concat(arrays: list, axis: int) -> tf.Tensor:
+        return tf.concat(arrays, axis)
+
+    @staticmethod
+    def tile(x: tf.Tensor, multiples: list) -> tf.Tensor:
+        return tf.tile(x, multiples)
+
+    @staticmethod
+    def repeat(x: tf.Tensor, copies: int) -> tf.Tensor:
+        return tf.repeat(x, copies, axis=0)  # (rows * copies, ...)
+
+    @staticmethod
+    def arange(n: Any) -> tf.Tensor:
+        return tf.range(n)
+
+    @staticmethod
+    def one_hot(index: Any, depth: int, dtype: str = "float32") -> tf.Tensor:
+        return tf.one_hot(index, depth, dtype=dtype)
+
+    @staticmethod
+    def log_softmax(logits: tf.Tensor) -> tf.Tensor:
+        return tf.nn.log_softmax(logits)
+
+    @staticmethod
+    def argmax(x: tf.Tensor) -> tf.Tensor:
+        return tf.argmax(x, axis=-1, output_type=tf.int32)
+
+    @staticmethod
+    def categorical(log_probs: tf.Tensor) -> tf.Tensor:
+        return tf.random.categorical(log_probs, 1, dtype=tf.int32)[:, 0]  # (rows,)
+
+    @staticmethod
+    def pick(x: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+        """x (rows, n) at index (rows,) → (rows,)."""
+        return tf.gather(x, index, batch_dims=1)
+
+    @staticmethod
+    def take_column(x: tf.Tensor, column: Any) -> tf.Tensor:
+        return tf.gather(x, column, axis=1)
+
+    @staticmethod
+    def gather_beams(x: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+        """x (batch, beams, ...) indexed by index (batch, k) → (batch, k, ...)."""
+        return tf.gather(x, index, batch_dims=1)
+
+    @staticmethod
+    def take_rows(x: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+        return tf.ensure_shape(tf.gather(x, rows), x.shape)  # a graph loop variable keeps its static shape
+
+    @staticmethod
+    def top_k(x: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.math.top_k(x, k)
+
+    @staticmethod
+    def count_tokens(tokens: tf.Tensor, weights: tf.Tensor, depth: int) -> tf.Tensor:
+        """Per row, the summed weight of each token id: tokens, weights (rows, n) → (rows, depth)."""
+        rows = tf.shape(tokens)[0]
+        row_ids = tf.broadcast_to(tf.range(rows)[:, None], tf.shape(tokens))
+        indices = tf.stack([row_ids, tokens], -1)  # (rows, n, 2)
+        return tf.scatter_nd(tf.reshape(indices, [-1, 2]), tf.reshape(weights, [-1]), [rows, depth])
+
+
+TF = TensorFlowOps()
