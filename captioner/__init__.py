@@ -5,7 +5,8 @@
     print(captioner.load().caption("photo.jpg", captioner.GREEDY))  # greedy, one argument away
 
 TensorFlow is imported on first use of `load`/`Captioner`, so light modules (data, vocab, images)
-and `captioner --help` start fast.
+and `captioner --help` start fast; `captioner.load("exported/")` on a folder written by `captioner export`
+never imports it (the portable runtime, captioner.portable).
 """
 
 import os
@@ -17,7 +18,7 @@ from captioner.errors import CaptionerError
 __all__ = ["GREEDY", "Caption", "Captioner", "CaptionerError", "DecodeOptions", "ensemble", "load"]
 __version__ = "0.1.0"
 
-_LAZY = {"Captioner": "captioner.serving.api", "load": "captioner.serving.api", "ensemble": "captioner.serving.api",
+_LAZY = {"Captioner": "captioner.serving.api", "load": "captioner.serving.loading", "ensemble": "captioner.serving.api",
          "Caption": "captioner.decoding.options", "DecodeOptions": "captioner.decoding.options",
          "GREEDY": "captioner.decoding.options"}
 

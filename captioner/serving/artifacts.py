@@ -17,16 +17,16 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-
-import h5py
-import keras
+from typing import TYPE_CHECKING
 
 from captioner.errors import ArtifactError
 from captioner.evaluation import METRICS
 from captioner.models import DEFAULT_DECODER
-from captioner.models.base import get_decoder, registered_decoders
-from captioner.serving.safe_loading import check_model_classes
 from captioner.text.vocabulary import Vocabulary
+
+if TYPE_CHECKING:  # h5py, Keras and TensorFlow load when a model file is read or written, not on import
+    import h5py
+    import keras
 
 METADATA_ATTR = "captioner_metadata"
 MODEL_FILE, VOCAB_FILE = "mymodel.h5", "tokenizer.pkl"
@@ -135,6 +135,10 @@ def save_model(model: keras.Model, vocab: Vocabulary, info: ModelInfo, model_pat
     crash, a kill or a full disk leaves the previous files (or none), never a truncated one; temporary files
     are removed on failure, and those of a killed save by the next save.
     """
+    import h5py
+
+    from captioner.models.base import get_decoder
+
     info = dataclasses.replace(info, decoder=get_decoder(model).registry_name)
     model_path, vocab_path = Path(model_path), Path(vocab_path)
     for target in (model_path, vocab_path):
@@ -164,6 +168,8 @@ def save_model(model: keras.Model, vocab: Vocabulary, info: ModelInfo, model_pat
 def _copy_as_float16(source: h5py.Group, target: h5py.Group) -> None:
     """Copy an HDF5 tree, storing float32 weights as float16: half the file, and Keras casts them
     back to float32 on load (tests/test_model.py checks the outputs stay the same)."""
+    import h5py
+
     target.attrs.update(source.attrs)
     for name, item in source.items():
         if isinstance(item, h5py.Group):
@@ -175,6 +181,10 @@ def _copy_as_float16(source: h5py.Group, target: h5py.Group) -> None:
 
 
 def read_model_info(model_path: str | os.PathLike) -> ModelInfo:
+    import h5py
+
+    from captioner.models.base import registered_decoders
+
     path = Path(model_path)
     if not path.is_file():
         raise ArtifactError(f"{path}: model file not found; train one with `captioner train` or "
@@ -214,6 +224,8 @@ def without_scores(extra: dict | None) -> dict:
 def record_scores(model_path: str | os.PathLike, scores: dict[str, dict[str, float]]) -> None:
     """Store score tables (e.g. {"dev beam 3": {"BLEU-4": 0.21, …}}) in a saved model's metadata, where
     the app's model panel reads them, in place of the quick ones training stored; weights are untouched."""
+    import h5py
+
     info = read_model_info(model_path)
     extra = {**without_scores(info.extra), **scores}
     with h5py.File(model_path, "r+") as f:
@@ -230,6 +242,10 @@ def load_model(model_path: str | os.PathLike, vocab_path: str | os.PathLike,
             f"{vocab_path} does not belong to {model_path}: the model was trained with a "
             f"{info.vocab_size}-word vocabulary ({info.vocab_fingerprint}), the file has "
             f"{len(vocab)} words ({vocab.fingerprint}). Use the tokenizer.pkl saved with the model.")
+    import keras
+
+    from captioner.serving.safe_loading import check_model_classes
+
     check_model_classes(model_path)  # no Lambda or foreign class reaches Keras's deserialiser
     try:
         model = keras.models.load_model(model_path, compile=False, safe_mode=True)

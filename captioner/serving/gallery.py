@@ -15,15 +15,20 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from captioner.data.images import ImageSource, load_image
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.errors import CaptionerError, ImageError
-from captioner.serving.api import Captioner, load
 from captioner.serving.artifacts import MODEL_FILE, VOCAB_FILE, read_model_info, vocabulary_beside
+from captioner.serving.loading import load
 from captioner.serving.shipped import SHIPPED_LANGUAGES, env_names, recipe_path, shipped_model_paths
+
+if TYPE_CHECKING:  # TensorFlow loads with a Keras model, never for an exported folder
+    from captioner.portable.model import PortableCaptioner
+    from captioner.serving.api import Captioner
 
 #: Example photos bundled with scikit-image (public domain / CC0), read at run time so that the
 #: repository ships no photos: label → (skimage.data function, credit).
@@ -132,7 +137,10 @@ def chosen_model(choices: Mapping[str, Sequence[ModelPaths]], key: object) -> tu
 
 
 def missing_files(paths: ModelPaths) -> list[str]:
-    """The model and tokenizer files of `paths` that do not exist (empty: the language can be offered)."""
+    """The model and tokenizer files of `paths` that do not exist (empty: the language can be offered); an
+    exported folder holds its vocabulary."""
+    if Path(paths.model).is_dir():
+        return []
     return [name for name in (paths.model, paths.tokenizer) if not Path(name).is_file()]
 
 
@@ -148,7 +156,7 @@ def how_to_get(lang: str) -> str:
 class LoadedModel:
     """A ready captioner (encoder built) and when it was loaded, to show and to share."""
 
-    captioner: Captioner
+    captioner: Captioner | PortableCaptioner
     paths: ModelPaths
     loaded_at: float
     seconds: float
@@ -254,7 +262,7 @@ def caption_images(models: Captioner | Mapping[str, Captioner], items: Sequence[
     per batch however many languages share its encoder. `progress(done, total)` is called after
     each batch, for a progress bar.
     """
-    if isinstance(models, Captioner):
+    if not isinstance(models, Mapping):
         models = {models.info.lang: models}
     results = read_images(items)
     readable = [r for r in results if r.image is not None]

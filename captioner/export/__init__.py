@@ -1,0 +1,60 @@
+"""Export a trained captioner to one folder a user can copy: encoder (preprocessing included), the decoder's
+prepare and step, the vocabulary and a manifest, for ONNX Runtime, LiteRT or TensorFlow (SavedModel).
+
+`captioner.load(folder)` captions from such a folder with the portable runtime (captioner.portable),
+without TensorFlow for ONNX and LiteRT. This package imports TensorFlow only inside `export_model`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from captioner.errors import CaptionerError
+from captioner.export.manifest import RUNTIMES, VOCABULARY_FILE, Manifest
+
+FORMATS = tuple(RUNTIMES)  # onnx (recommended: fastest on CPU), litert, savedmodel
+
+
+def check_format(fmt: str) -> str:
+    """The format, or a CaptionerError listing the ones there are."""
+    if fmt not in FORMATS:
+        raise CaptionerError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    return fmt
+
+
+def export_model(model_path: str | os.PathLike, vocab_path: str | os.PathLike, fmt: str, output: str | os.PathLike,
+                 encoder_weights: str | os.PathLike | None = "imagenet") -> Path:
+    """Write the exported folder `output` (replacing an earlier export there) and return its path.
+
+    The folder is written beside its target and renamed into place once complete, so a failed
+    export never leaves a half-written folder that looks usable.
+    """
+    check_format(fmt)
+    import captioner
+    from captioner.export.graphs import export_graphs
+    from captioner.export.writers import WRITERS
+    from captioner.serving.api import load
+
+    model = load(model_path, vocab_path, encoder_weights)
+    output = Path(output)
+    if output.exists() and not (output / "manifest.json").is_file():
+        raise CaptionerError(f"{output} exists and is not an exported captioner; choose a new folder.")
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        graphs = export_graphs(model.model, model.encoder)
+        files = WRITERS[fmt](graphs, partial)
+        (partial / VOCABULARY_FILE).write_text(json.dumps(model.vocab.to_dict(), ensure_ascii=False),
+                                               encoding="utf-8")
+        Manifest(fmt, files, graphs.memory_arrays, graphs.state_arrays, model.grid_shape,
+                 model.encoder.image_size[0], dict(model.info.__dict__),
+                 captioner_version=captioner.__version__).write(partial)
+        shutil.rmtree(output, ignore_errors=True)
+        partial.rename(output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return output

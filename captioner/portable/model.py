@@ -1,0 +1,124 @@
+"""A captioner running from an exported folder: NumPy, Pillow and one runtime, never TensorFlow or Keras.
+
+The exported encoder turns uint8 pixels into the feature grid (its preprocessing is in the graph);
+ExportedDecoder keeps the decoder contract over the exported prepare and step, so the searches are
+captioner.decoding.loops' own, the very code the Keras path compiles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from captioner.data.images import Failure, ImageSource, load_array, load_batches
+from captioner.decoding.loops import Search
+from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
+from captioner.errors import ArtifactError
+from captioner.export.manifest import VOCABULARY_FILE, Manifest, read_manifest
+from captioner.portable.runtimes import open_function
+from captioner.serving.artifacts import ModelInfo
+from captioner.text.vocabulary import Vocabulary
+
+
+class ExportedDecoder:
+    """The decoder contract (prepare, step) over an export's functions; memory and state are flat lists of arrays."""
+
+    def __init__(self, prepare, step, memory_arrays: int, vocab_size: int):
+        self._prepare = prepare
+        self._step = step
+        self.memory_arrays = memory_arrays
+        self.vocab_size = vocab_size
+
+    def prepare(self, features: np.ndarray, training: bool = False) -> tuple[list, list]:
+        """Features (batch, cells, channels) → (memory arrays, initial state arrays)."""
+        arrays = self._prepare(np.asarray(features, np.float32))
+        return arrays[: self.memory_arrays], arrays[self.memory_arrays:]
+
+    def step(self, tokens: np.ndarray, state: list, memory: list, training: bool = False):
+        """Previous tokens (rows,) → logits (rows, V), attention (rows, cells), new state."""
+        logits, alpha, *state = self._step(np.asarray(tokens, np.int32), *state, *memory)
+        return logits, alpha, state
+
+
+def _read_vocabulary(folder: Path, info: ModelInfo) -> Vocabulary:
+    path = folder / VOCABULARY_FILE
+    try:
+        vocab = Vocabulary.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ArtifactError(f"{path}: unreadable vocabulary ({error}); export the model again.") from None
+    except ArtifactError as error:
+        raise ArtifactError(f"{path}: {error}") from None
+    if vocab.fingerprint != info.vocab_fingerprint:
+        raise ArtifactError(f"{path}: this vocabulary does not belong to the exported model; copy the folder again "
+                            f"or export the model again.")
+    return vocab
+
+
+class PortableCaptioner:
+    """Encoder + decoder + vocabulary from an exported folder, with the methods of serving.api.Captioner."""
+
+    def __init__(self, folder: str | os.PathLike, threads: int = 0):
+        self.folder = Path(folder)
+        self.manifest: Manifest = read_manifest(self.folder)
+        try:
+            self.info = ModelInfo(**self.manifest.info)
+        except TypeError as error:
+            raise ArtifactError(f"{self.folder}: its model metadata is not readable ({error}); export the model "
+                                f"again.") from None
+        self.vocab = _read_vocabulary(self.folder, self.info)
+        runtime, files = self.manifest.runtime, self.manifest.files
+        functions = {name: open_function(runtime, self.folder / files[name], name, threads)
+                     for name in ("encoder", "prepare", "step")}
+        self._encoder = functions["encoder"]
+        self.decoder = ExportedDecoder(functions["prepare"], functions["step"], self.manifest.memory_arrays,
+                                       len(self.vocab))
+        self.generator = Search(self.decoder, self.vocab)
+
+    @property
+    def runtime(self) -> str:
+        return self.manifest.runtime
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Rows and columns of the feature grid the attention weights refer to, e.g. (7, 7)."""
+        return self.manifest.grid_shape
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.manifest.image_size, self.manifest.image_size)
+
+    def encode_pixels(self, images: np.ndarray) -> np.ndarray:
+        """Feature grids (n, cells, channels) of uint8 images (n, size, size, 3) already resized."""
+        return self._encoder(np.ascontiguousarray(images, np.uint8))[0]
+
+    def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
+        """Feature grids for a batch of images: (n, cells, channels)."""
+        return self.encode_pixels(np.stack([load_array(image, self.image_size) for image in images]))
+
+    def caption_features(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
+        """Captions for a batch of feature grids (n, cells, channels)."""
+        return self.generator.generate(features, options)
+
+    def caption_many(self, images: Sequence[ImageSource], options: DecodeOptions = DEFAULT_DECODING,
+                     batch_size: int = 32) -> list[Caption]:
+        """Captions for many images, encoded and decoded in batches."""
+        captions: list[Caption] = []
+        for start in range(0, len(images), batch_size):
+            captions.extend(self.caption_features(self.encode(images[start:start + batch_size]), options))
+        return captions
+
+    def caption_files(self, paths: Sequence[str | os.PathLike], options: DecodeOptions = DEFAULT_DECODING,
+                      batch_size: int = 32) -> Iterator[tuple[list[tuple[Path, Caption]], list[Failure]]]:
+        """Caption image files batch by batch: per batch, (path, caption) pairs and the unreadable files."""
+        paths = [Path(p) for p in paths]
+        for rows, images, failures in load_batches(paths, self.image_size, batch_size):
+            captions = self.caption_features(self.encode_pixels(images), options) if images is not None else []
+            yield [(paths[row], caption) for row, caption in zip(rows, captions, strict=True)], failures
+
+    def caption(self, image: ImageSource, options: DecodeOptions = DEFAULT_DECODING) -> Caption:
+        """Caption one image (path, bytes, file object or PIL image); beam 3 unless `options` says otherwise."""
+        return self.caption_many([image], options)[0]

@@ -1,0 +1,112 @@
+"""`captioner export` and the portable runtime on a real export: the captions, confidences and attention of the
+exported model equal the Keras model's, and captioning from the folder never imports TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import captioner
+from captioner.cli.main import main
+from captioner.decoding.options import DecodeOptions
+from captioner.export import export_model
+
+SEARCHES = {"greedy": DecodeOptions(beam_size=1), "beam 3": DecodeOptions(beam_size=3, n_best=3),
+            "beam 3, repeats allowed, no length penalty": DecodeOptions(beam_size=3, n_best=2, length_penalty=0.0,
+                                                                       block_repeats=False)}
+#: Raises ImportError for TensorFlow and Keras, as on a machine that has neither.
+NO_TENSORFLOW = textwrap.dedent("""
+    import sys
+    class Refuse:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "h5py"):
+                raise ImportError(f"{name} is not installed here")
+    sys.meta_path.insert(0, Refuse())
+""")
+
+
+@pytest.fixture(scope="module")
+def exported(shapes_model, tmp_path_factory):
+    """The synthetic-shapes model exported to ONNX, and the Keras model it came from."""
+    result = shapes_model["result"]
+    folder = export_model(result.model_path, result.vocab_path, "onnx", tmp_path_factory.mktemp("export") / "onnx",
+                          shapes_model["weights"])
+    keras_model = captioner.load(result.model_path, result.vocab_path, encoder_weights=shapes_model["weights"])
+    return folder, keras_model
+
+
+def _photos(shapes_model, flickr8k=None) -> list:
+    shapes = [shapes_model["folder"] / "images" / name for name in sorted(shapes_model["held_out"])[:12]]
+    return shapes + (sorted((flickr8k / "Images").glob("*.jpg"))[:6] if flickr8k else [])
+
+
+def test_exported_captions_equal_the_keras_models(exported, shapes_model, flickr8k):
+    """Synthetic test shapes and real dev photos: same features, same captions and n-best lists, same confidences."""
+    folder, keras_model = exported
+    portable = captioner.load(folder)
+    assert type(portable).__name__ == "PortableCaptioner" and portable.runtime == "onnx"
+    photos = _photos(shapes_model, flickr8k)
+    features = keras_model.encode(photos)
+    np.testing.assert_allclose(portable.encode(photos), features, atol=1e-3)
+    for name, options in SEARCHES.items():
+        ours, theirs = portable.caption_features(features, options), keras_model.caption_features(features, options)
+        assert [[c.text for c in x.n_best] for x in ours] == [[c.text for c in x.n_best] for x in theirs], name
+        np.testing.assert_allclose([c.confidence for x in ours for c in x.n_best],
+                                   [c.confidence for x in theirs for c in x.n_best], atol=1e-3, err_msg=name)
+        for mine, keras_caption in zip(ours, theirs, strict=True):
+            np.testing.assert_allclose(mine.attention, keras_caption.attention, atol=1e-3)
+    held_out = shapes_model["held_out"]
+    right = sum(portable.caption(shapes_model["folder"] / "images" / name).text == text
+                for name, text in held_out.items())
+    assert right >= len(held_out) // 2, "the exported model should still caption the shapes it learned"
+
+
+def test_the_folder_captions_without_tensorflow(exported, shapes_model):
+    """`captioner.load(folder)` and `captioner caption --model folder` in a process where importing TensorFlow,
+    Keras, tf2onnx or h5py fails: greedy, beam with n-best and attention all work."""
+    folder, keras_model = exported
+    photo = _photos(shapes_model)[0]
+    script = NO_TENSORFLOW + textwrap.dedent(f"""
+        import json, sys
+        import captioner
+        from captioner.cli.main import main
+        model = captioner.load({str(folder)!r})
+        best = model.caption({str(photo)!r}, captioner.DecodeOptions(beam_size=3, n_best=2))
+        greedy = model.caption({str(photo)!r}, captioner.GREEDY)
+        print(json.dumps([best.text, [c.text for c in best.n_best], greedy.text, best.attention.shape[1]]))
+        sys.stdout.flush()
+        code = main(["caption", {str(photo)!r}, "--model", {str(folder)!r}, "--beam", "1"])
+        assert not any(m.split(".")[0] in ("tensorflow", "keras") for m in sys.modules), "TensorFlow was imported"
+        sys.exit(code)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    text, n_best, greedy, cells = json.loads(lines[0])
+    expected = keras_model.caption(photo, DecodeOptions(beam_size=3, n_best=2))
+    assert (text, n_best) == (expected.text, [c.text for c in expected.n_best])
+    assert greedy == lines[1] == keras_model.caption(photo, DecodeOptions(beam_size=1)).text
+    assert cells == int(np.prod(keras_model.grid_shape))
+
+
+def test_an_unknown_format_is_one_line(capsys, tmp_path):
+    assert main(["export", "mymodel.h5", "--format", "tflite", "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["captioner: error: unknown export format 'tflite'; choose one of onnx, litert, savedmodel."]
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_will_not_replace_a_folder_that_is_not_an_export(shapes_model, tmp_path, capsys):
+    result = shapes_model["result"]
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "keep.jpg").write_bytes(b"mine")
+    assert main(["export", str(result.model_path), "--output", str(tmp_path / "photos"), "--encoder-weights",
+                 str(shapes_model["weights"])]) == 1
+    assert "is not an exported captioner" in capsys.readouterr().err
+    assert (tmp_path / "photos" / "keep.jpg").read_bytes() == b"mine"
