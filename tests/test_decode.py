@@ -167,21 +167,38 @@ def test_n_best_entries_are_distinct_and_sorted(generator, features):
         assert scores == sorted(scores, reverse=True)
 
 
-def test_confidence_is_a_probability(generator, features):
+def _teacher_forced(model, features: np.ndarray, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One full forward pass over <start> + words: the probability of each next token (the words, then <end>)
+    and the attention weights of each step, (n + 1,) and (n + 1, cells)."""
+    ids = [VOCAB.tokens.index(w) for w in words]
+    logits, alpha = model([features[None], np.array([[VOCAB.start_id, *ids]], np.int32)], training=False)
+    probs = tf.nn.softmax(logits[0]).numpy()
+    return probs[np.arange(len(ids) + 1), [*ids, VOCAB.end_id]], np.asarray(alpha[0])
+
+
+def test_confidence_is_the_geometric_mean_of_the_token_probabilities(model, generator, features):
+    """Recomputed from the model's own next-token probabilities, not from the caption's stored log_prob."""
+    checked = 0
     for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=3, n_best=3, length_penalty=0.0)):
-        for caption in generator.generate(features, options):
+        for image, caption in zip(features, generator.generate(features, options), strict=True):
             for alternative in caption.n_best:
-                assert 0.0 <= alternative.confidence <= 1.0
-                assert alternative.confidence == pytest.approx(
-                    np.exp(alternative.log_prob / (len(alternative.words) + 1)))
+                if len(alternative.words) < MAX_LENGTH:  # ended with <end>
+                    probs, _ = _teacher_forced(model, image, alternative.words)
+                    assert alternative.confidence == pytest.approx(np.prod(probs) ** (1 / len(probs)), rel=1e-4)
+                    checked += 1
+    assert checked >= 20
 
 
-def test_attention_per_word_sums_to_one(generator, features):
+def test_attention_is_the_models_attention_for_those_words(model, generator, features):
+    """Each word's attention row is the one the decoder computed before emitting that word, whichever beam it
+    came from, as a teacher-forced pass over the same words gives it."""
     for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=3, n_best=3)):
-        for caption in generator.generate(features, options):
+        for image, caption in zip(features, generator.generate(features, options), strict=True):
             for alternative in caption.n_best:
                 assert alternative.attention.shape == (len(alternative.words), CELLS)
                 np.testing.assert_allclose(alternative.attention.sum(axis=1), 1.0, rtol=1e-5)
+                _, alpha = _teacher_forced(model, image, alternative.words)
+                np.testing.assert_allclose(alternative.attention, alpha[:len(alternative.words)], atol=1e-5)
 
 
 def test_max_length_is_respected(generator, features):
