@@ -82,3 +82,10 @@ def test_killed_training_resumes_and_finishes(tmp_path, mobilenet_weights):
 
     model, vocab, info = load_model(output / "mymodel.h5", output / "tokenizer.pkl")
     assert info.vocab_size == len(vocab) and model.count_params() > 0
+    # The saved weights are those of the best epoch of both runs (the killed one's included): the dev scores
+    # the file records, measured on the weights it holds, are that epoch's row of history.csv.
+    bleu = [float(row["val_bleu4"]) for row in after]
+    best = bleu.index(max(bleu))  # the first epoch with the best monitored score, as the run keeps it
+    recorded = info.extra["dev_greedy"]
+    assert recorded["BLEU-4"] == pytest.approx(bleu[best], abs=1e-9)
+    assert recorded["CIDEr"] == pytest.approx(float(after[best]["val_cider"]), abs=1e-9)
