@@ -1,5 +1,6 @@
 """The portable runtime's bad inputs: a corrupt exported folder, one from another version, a missing runtime.
-Each is one clear line from `captioner caption` and a non-zero exit, never a traceback."""
+Each is one clear line from `captioner caption` and a non-zero exit, never a traceback. And the shared
+search's early stop, on a NumPy decoder."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from PIL import Image
 
 import captioner
 from captioner.cli.main import main
+from captioner.decoding.arrays import NUMPY
+from captioner.decoding.loops import Search
+from captioner.decoding.options import DecodeOptions
 from captioner.errors import ArtifactError, CaptionerError
 from captioner.export.manifest import EXPORT_VERSION, MANIFEST_FILE, VOCABULARY_FILE, Manifest
 from captioner.text.vocabulary import SPECIAL_TOKENS, Vocabulary
@@ -112,3 +116,55 @@ def test_load_refuses_a_manifest_of_another_kind(tmp_path):
     with pytest.raises(CaptionerError, match="not a captioner export manifest"):
         captioner.load(folder)
     assert asdict(Manifest("onnx", {}, 1, 1, (7, 7), 224, {}))["version"] == EXPORT_VERSION
+
+
+#: (step, last word) → next-word logits the ScriptedDecoder gives; every other word gets -20.
+SCRIPT = {(0, "<start>"): {"<end>": -2.0, "a": -0.1, "b": -5.0}, (1, "a"): {"b": -0.2, "<end>": -3.0, "x": -4.0},
+          (2, "b"): {"<end>": -0.5, "x": -0.7}, (3, "x"): {"y": -0.1, "<end>": -3.0}, (4, "y"): {"<end>": -0.05}}
+
+
+class ScriptedDecoder:
+    """A NumPy decoder keeping the contract whose next-word log-probabilities depend on the step and the last word
+    only, as scripted: "a b" ends best, early, while "a b x" lives on to end later as "a b x y", second best."""
+
+    WORDS = ("a", "b", "x", "y")
+
+    def __init__(self, vocab: Vocabulary):
+        self.vocab, self.vocab_size, self.steps = vocab, len(vocab), 0
+
+    def prepare(self, features, training=False):
+        return [features], [np.zeros((len(features), 1), np.float32)]
+
+    def step(self, tokens, state, memory, training=False):
+        self.steps += 1
+        logits = np.full((len(tokens), self.vocab_size), -20.0, np.float32)
+        for row, (t, token) in enumerate(zip(state[0][:, 0].astype(int), tokens, strict=True)):
+            for word, log_p in SCRIPT.get((t, self.vocab.tokens[token]), {}).items():
+                logits[row, self.vocab.tokens.index(word)] = log_p
+        alpha = np.full((len(tokens), memory[0].shape[1]), 1 / memory[0].shape[1], np.float32)
+        return logits, alpha, [state[0] + 1]
+
+
+class NeverStop(type(NUMPY)):
+    """NumPy operations whose searches never stop early: every step up to max_length runs."""
+
+    @staticmethod
+    def all(x) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 0.7])
+def test_beam_search_stops_early_only_once_its_n_best_list_is_settled(length_penalty):
+    """The shared search stops as soon as the n-best it must return can no longer change, and not before: its
+    lists equal those of a search that runs every step, where a hypothesis ending late is second best."""
+    vocab = Vocabulary([*SPECIAL_TOKENS, *ScriptedDecoder.WORDS], max_length=6)
+    features = np.zeros((1, 4, 8), np.float32)
+    for n in (1, 2):
+        options = DecodeOptions(beam_size=2, n_best=n, length_penalty=length_penalty, block_repeats=False)
+        early, full = ScriptedDecoder(vocab), ScriptedDecoder(vocab)
+        got = Search(early, vocab).generate(features, options)[0]
+        want = Search(full, vocab, ops=NeverStop()).generate(features, options)[0]
+        assert [c.text for c in got.n_best] == [c.text for c in want.n_best]
+        assert {c.text for c in got.n_best} <= {"a b", "a b x y"}  # the late ending is in every list of two
+        np.testing.assert_allclose([c.score for c in got.n_best], [c.score for c in want.n_best], rtol=1e-6)
+        assert len(got.n_best) == n and early.steps < full.steps

@@ -54,11 +54,11 @@ class NumpyOps:
 
     @staticmethod
     def cast(x: Any, dtype: str) -> np.ndarray:
-        return np.asarray(x).astype(dtype)
+        return np.asarray(x, dtype)
 
     @staticmethod
     def all(x: np.ndarray) -> bool:
-        return bool(np.all(x))
+        return bool(x.all())
 
     @staticmethod
     def where(condition: np.ndarray, x: Any, y: Any) -> np.ndarray:
@@ -104,7 +104,7 @@ class NumpyOps:
     @staticmethod
     def pick(x: np.ndarray, index: np.ndarray) -> np.ndarray:
         """x (rows, n) at index (rows,) → (rows,)."""
-        return np.take_along_axis(x, index[:, None].astype(np.intp), 1)[:, 0]
+        return x[np.arange(len(x)), index]
 
     @staticmethod
     def take_column(x: np.ndarray, column: int) -> np.ndarray:
@@ -121,14 +121,14 @@ class NumpyOps:
 
     @staticmethod
     def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k largest of each row, largest first, ties to the lower index (as tf.math.top_k)."""
-        if k < x.shape[-1]:
-            index = np.argpartition(-x, k - 1, axis=-1)[:, :k]  # (batch, k), unordered
+        """The k largest of (batch, n), largest first, ties to the lower index (as tf.math.top_k)."""
+        rows = np.arange(len(x))[:, None]
+        if x.shape[-1] > 4 * k:  # a long row (k beams × V words): partition first, then order only the k kept
+            index = np.sort(np.argpartition(x, x.shape[-1] - k, axis=-1)[:, -k:], -1)  # (batch, k), in position order
+            index = index[rows, np.argsort(-x[rows, index], -1, kind="stable")]  # best first
         else:
-            index = np.broadcast_to(np.arange(x.shape[-1]), x.shape)
-        values = np.take_along_axis(x, index, -1)
-        order = np.lexsort((index, -values), axis=-1)
-        return np.take_along_axis(values, order, -1), np.take_along_axis(index, order, -1).astype(np.int32)
+            index = np.argsort(-x, -1, kind="stable")[:, :k]  # (batch, k), best first
+        return x[rows, index], index.astype(np.int32)
 
     @staticmethod
     def count_tokens(tokens: np.ndarray, weights: np.ndarray, depth: int) -> np.ndarray:

@@ -87,7 +87,8 @@ class SavedModelFunction:
     def __init__(self, path: Path, name: str):
         tf = _import_runtime("savedmodel")
         try:
-            self.function = getattr(tf.saved_model.load(str(path)), name)
+            self.saved = tf.saved_model.load(str(path))  # kept: the endpoint reads its variables
+            self.function = getattr(self.saved, name)
         except Exception as error:  # tf raises OSError/ValueError/… for a broken SavedModel
             raise _unreadable(path, "TensorFlow", error) from None
 

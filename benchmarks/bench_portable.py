@@ -1,0 +1,142 @@
+"""The TensorFlow path against the portable path (an ONNX export on ONNX Runtime), in one run on one machine.
+
+Run by hand from the repository root (it is not part of the test suite); it exports the model first
+unless --export names an existing export:
+
+    KERAS_HOME=$PWD/.keras python benchmarks/bench_portable.py          # the shipped mymodel.h5
+
+Each path runs in a fresh process of its own, so import time, the first caption (model load, graph
+building, compilation) and peak RSS are what a user of that path sees. Per-caption latencies are
+medians over photos, every setting timed on a photo before the next photo. The seed-style loop
+(benchmarks/bench_decode.py) runs in the TensorFlow process after its peak RSS is read, each run
+beside one of ours on the same photo. The table is Markdown, with the machine, its CPU
+features (AVX-512 or not) and the load average, since other processes skew CPU timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROWS = ("import captioner + load + first caption (s)", "peak RSS (MB)", "file → features (ms)",
+        "file → caption, greedy (ms)", "file → caption, beam 3 (ms)", "features → caption, greedy (ms)",
+        "features → caption, beam 3 (ms)")
+
+
+def timed(fn, item) -> float:
+    start = time.perf_counter()
+    fn(item)
+    return time.perf_counter() - start
+
+
+def worker(path: str, model: str, tokenizer: str, photos: list[str], runs: int, seed_runs: int) -> dict:
+    """Measure one path in this fresh process; `path` is "tensorflow" or "portable".
+
+    The latencies are taken in turn on each photo (features, greedy, beam 3, …, then the next photo), so
+    that a burst of load from other processes skews every setting alike and the ratios stay fair.
+    """
+    start = time.perf_counter()
+    import captioner
+    from captioner.decoding.options import GREEDY, DecodeOptions
+
+    loaded = captioner.load(model, tokenizer)
+    loaded.caption(photos[0])  # the default search: beam 3
+    first = time.perf_counter() - start
+    beam3 = DecodeOptions(beam_size=3)
+    loaded.caption(photos[1], GREEDY)
+    paths = [Path(p) for p in photos[2:2 + runs]]
+    features = {p: loaded.encode([p]) for p in paths}
+    settings = {ROWS[2]: lambda p: loaded.encode([p]), ROWS[3]: lambda p: loaded.caption(p, GREEDY),
+                ROWS[4]: lambda p: loaded.caption(p, beam3),
+                ROWS[5]: lambda p: loaded.caption_features(features[p], GREEDY),
+                ROWS[6]: lambda p: loaded.caption_features(features[p], beam3)}
+    seconds: dict[str, list[float]] = {row: [] for row in settings}
+    for photo in paths:
+        for row, fn in settings.items():
+            seconds[row].append(timed(fn, photo))
+    result = {row: statistics.median(values) * 1e3 for row, values in seconds.items()}
+    result[ROWS[0]] = first
+    result[ROWS[1]] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["tensorflow imported"] = "tensorflow" in sys.modules
+    if path == "tensorflow" and seed_runs:
+        from bench_decode import seed_style_decode, seed_style_features
+
+        pairs = [(timed(lambda p: seed_style_decode(loaded, seed_style_features(loaded, p)), photo),
+                  timed(settings[ROWS[4]], photo)) for photo in paths[:seed_runs]]
+        result["seed-style loop / ours"] = statistics.median(seed / ours for seed, ours in pairs)
+    return result
+
+
+def cpu_features() -> str:
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    avx512 = sorted(f for f in flags if f.startswith("avx512"))
+    return ("AVX-512 (" + ", ".join(avx512) + ")" if avx512 else "no AVX-512") + (", AVX2" if "avx2" in flags else "")
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def run_path(path: str, model: str, tokenizer: str, photos: list[str], args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--worker", path, "--model", model, "--tokenizer", tokenizer,
+               "--runs", str(args.runs), "--seed-runs", str(args.seed_runs), "--photos", *photos]
+    run = subprocess.run(command, capture_output=True, text=True, check=False)
+    if run.returncode:
+        raise SystemExit(f"the {path} run failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="mymodel.h5")
+    parser.add_argument("--tokenizer", default="tokenizer.pkl")
+    parser.add_argument("--export", default="runs/bench/export_onnx", help="ONNX export folder (made if missing)")
+    parser.add_argument("--images", default="../shared/data/flickr8k/Images", help="folder of real photos")
+    parser.add_argument("--runs", type=int, default=30, help="calls per latency (default: %(default)s)")
+    parser.add_argument("--seed-runs", type=int, default=5, help="runs of the slow seed-style loop")
+    parser.add_argument("--worker", choices=("tensorflow", "portable"), help=argparse.SUPPRESS)
+    parser.add_argument("--photos", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        model = args.export if args.worker == "portable" else args.model
+        print(json.dumps(worker(args.worker, model, args.tokenizer, args.photos, args.runs, args.seed_runs)))
+        return
+    if not Path(args.export, "manifest.json").is_file():
+        subprocess.run([sys.executable, "-m", "captioner.cli.main", "export", args.model, "--tokenizer", args.tokenizer,
+                        "--format", "onnx", "--output", args.export], check=True)
+    photos = [str(p) for p in sorted(Path(args.images).glob("*.jpg"))[-(args.runs + 2):]]
+    load_before = os.getloadavg()
+    results = {"tensorflow": run_path("tensorflow", args.model, args.tokenizer, photos, args),
+               "portable": run_path("portable", args.export, args.tokenizer, photos, args)}
+    load_after = os.getloadavg()
+    tf_path, portable = results["tensorflow"], results["portable"]
+    print(f"Model {args.model} (ONNX export {args.export}); {os.cpu_count()} × {cpu_name()}, {cpu_features()}; "
+          f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after")
+    print(f"The portable process imported TensorFlow: {portable['tensorflow imported']}")
+    print()
+    print("| measurement | TensorFlow path | portable path (ONNX Runtime) | portable / TensorFlow |")
+    print("| --- | ---: | ---: | ---: |")
+    for row in ROWS:
+        print(f"| {row} | {tf_path[row]:.1f} | {portable[row]:.1f} | {portable[row] / tf_path[row]:.2f} |")
+    print()
+    print("| ratio | TensorFlow path | portable path | target |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, top, bottom, target in (("beam 3 / greedy, from features", ROWS[6], ROWS[5], "≤ 1.5"),
+                                      ("file → caption beam 3 / file → features", ROWS[4], ROWS[2], "≤ 1.6")):
+        print(f"| {name} | {tf_path[top] / tf_path[bottom]:.2f} | {portable[top] / portable[bottom]:.2f} | {target} |")
+    if "seed-style loop / ours" in tf_path:  # each photo's seed-style time over ours, just after it
+        print(f"| seed-style loop / ours (TensorFlow path), file → caption beam 3 | "
+              f"{tf_path['seed-style loop / ours']:.1f} | | ≥ 30 |")
+
+if __name__ == "__main__":
+    main()

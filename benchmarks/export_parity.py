@@ -1,0 +1,73 @@
+"""Parity of exported models with their Keras originals on dev photos: captions, n-best lists, confidences.
+
+Run by hand from the repository root (it is not part of the test suite); it exports each shipped model
+to ONNX first unless runs/bench/export_<lang> already holds an export:
+
+    KERAS_HOME=$PWD/.keras python benchmarks/export_parity.py          # en, zh and de, 100 dev photos
+
+Both sides decode the same feature grids (the Keras encoder's) so that the decoders are compared, and the
+exported encoder is compared with the Keras one on the pixels. Prints a Markdown table and every caption
+that differs, with both confidences: float round-off can flip a near-tie between two words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import captioner
+from captioner.decoding.options import DecodeOptions
+from captioner.serving.shipped import SHIPPED_LANGUAGES, shipped_model_paths
+
+SEARCHES = {"greedy": DecodeOptions(beam_size=1), "beam 3": DecodeOptions(beam_size=3)}
+
+
+def dev_photos(images: Path, count: int) -> list[Path]:
+    names = (images.parent / "Flickr_8k.devImages.txt").read_text().split()
+    return [images / name for name in sorted(names)[:count]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--langs", nargs="+", default=list(SHIPPED_LANGUAGES))
+    parser.add_argument("--images", default="../shared/data/flickr8k/Images")
+    parser.add_argument("--photos", type=int, default=100)
+    parser.add_argument("--exports", default="runs/bench", help="folder of export_<lang> folders (made if missing)")
+    args = parser.parse_args()
+    photos = dev_photos(Path(args.images), args.photos)
+    rows, differences = [], []
+    for lang in args.langs:
+        model_path, vocab_path = shipped_model_paths(lang)
+        folder = Path(args.exports) / f"export_{lang}"
+        if not (folder / "manifest.json").is_file():
+            subprocess.run([sys.executable, "-m", "captioner.cli.main", "export", str(model_path), "--tokenizer",
+                            str(vocab_path), "--output", str(folder)], check=True)
+        keras_model, portable = captioner.load(model_path, vocab_path), captioner.load(folder)
+        features = np.concatenate([keras_model.encode(photos[i:i + 25]) for i in range(0, len(photos), 25)])
+        exported_features = np.concatenate([portable.encode(photos[i:i + 25]) for i in range(0, len(photos), 25)])
+        feature_error = float(np.abs(features - exported_features).max())
+        for search, options in SEARCHES.items():
+            theirs = keras_model.caption_features(features, options)
+            ours = portable.caption_features(features, options)
+            end_to_end = portable.caption_features(exported_features, options)
+            differ = [(photo.name, t, o) for photo, t, o in zip(photos, theirs, ours, strict=True) if t.text != o.text]
+            same = [(t, o) for t, o in zip(theirs, ours, strict=True) if t.text == o.text]
+            confidence = max((abs(t.confidence - o.confidence) for t, o in same), default=0.0)
+            pixels = sum(t.text != e.text for t, e in zip(theirs, end_to_end, strict=True))
+            rows.append(f"| {lang} | {search} | {len(photos) - len(differ)} / {len(photos)} | {confidence:.1e} | "
+                        f"{len(photos) - pixels} / {len(photos)} | {feature_error:.1e} |")
+            differences += [f"- {lang} {search}, {name}: Keras “{t.text}” ({t.confidence:.4f}), exported "
+                            f"“{o.text}” ({o.confidence:.4f})" for name, t, o in differ]
+    print("| model | search | same caption (same features) | max Δ confidence | same caption (exported encoder) "
+          "| max Δ feature |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print("\n".join(rows))
+    print("\n".join(["", "Differences:", *differences] if differences else ["", "No caption differs."]))
+
+
+if __name__ == "__main__":
+    main()
