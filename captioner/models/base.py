@@ -26,8 +26,8 @@ class StepDecoder(Protocol):
 
     vocab_size: int
 
-    def prepare(self, features) -> tuple[Nest, Nest]:
-        """Features (batch, cells, channels) → (memory, state).
+    def prepare(self, features, training: bool = False) -> tuple[Nest, Nest]:
+        """Features (batch, cells, channels) → (memory, state); `training` turns dropout on (self-critical sampling).
 
         `memory` is computed once per image and stays fixed while decoding (e.g. projected attention
         keys); `state` is the initial recurrent state. A search repeats both once per hypothesis row.
@@ -86,7 +86,7 @@ class CaptionDecoder(layers.Layer):
     registry_name: ClassVar[str]
     vocab_size: int
 
-    def prepare(self, features) -> tuple[Nest, Nest]:
+    def prepare(self, features, training: bool = False) -> tuple[Nest, Nest]:
         raise NotImplementedError
 
     def step(self, tokens, state: Nest, memory: Nest, training: bool = False):

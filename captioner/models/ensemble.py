@@ -27,9 +27,9 @@ class Ensemble:
         self.members = list(members)
         self.vocab_size = sizes.pop()
 
-    def prepare(self, features) -> tuple[tuple, tuple]:
+    def prepare(self, features, training: bool = False) -> tuple[tuple, tuple]:
         """Each member's (memory, state), as a tuple of memories and a tuple of states."""
-        prepared = [member.prepare(features) for member in self.members]
+        prepared = [member.prepare(features, training) for member in self.members]
         return tuple(memory for memory, _ in prepared), tuple(state for _, state in prepared)
 
     def step(self, tokens, state: Nest, memory: Nest, training: bool = False):

@@ -81,8 +81,10 @@ class ShowAttendTell(CaptionDecoder):
         self.out_z.build((None, channels))
         self.out_vocab.build((None, self.embedding_dim))
 
-    def prepare(self, features) -> tuple[dict, list]:
-        """Memory: the grid and its projected attention keys; state: [h0, c0] from the mean feature."""
+    def prepare(self, features, training: bool = False) -> tuple[dict, list]:
+        """Memory: the grid and its projected attention keys; state: [h0, c0] from the mean feature.
+
+        No dropout acts here, so `training` changes nothing."""
         mean = ops.mean(features, axis=1)  # (batch, channels)
         memory = {"features": features, "keys": self.attention.project_keys(features)}  # (batch, cells, ·)
         return memory, [self.init_h(mean), self.init_c(mean)]  # 2 × (batch, units)

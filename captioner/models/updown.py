@@ -53,9 +53,9 @@ class UpDown(CaptionDecoder):
         zeros = ops.zeros((ops.shape(features)[0], self.units))  # (batch, units)
         return memory, [zeros, zeros, zeros, zeros]  # attention LSTM [h, c], language LSTM [h, c]
 
-    def prepare(self, features) -> tuple[dict, list]:
+    def prepare(self, features, training: bool = False) -> tuple[dict, list]:
         """Memory: the projected grid, its attention keys and its mean; state: both LSTMs at zero."""
-        return self._prepare(features)
+        return self._prepare(features, training)
 
     def _recur(self, embedded, state: list, memory: dict):
         """One step of both LSTMs: → language LSTM output (batch, units), α (batch, cells), new state."""
