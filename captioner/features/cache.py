@@ -1,6 +1,7 @@
 """On-disk feature cache: each image is encoded once, into memory-mapped float16 shards.
 
-Layout under <root>/<encoder>-<size>/: one shard per extraction job, `<id>.npy` (rows of
+Layout under <root>/<encoder>-<size>/ (<encoder>-<size>-mirrored/ for the features of the photos
+mirrored left to right, for flip augmentation): one shard per extraction job, `<id>.npy` (rows of
 (cells, channels) features), `<id>.json` (the image keys of its rows) and `<id>.done.npy` (which
 rows are written). The done mask is replaced atomically after the rows are flushed, so an
 interrupted run resumes where it stopped and never trusts a half-written row.
@@ -91,10 +92,14 @@ class FeatureTable:
 
 
 class FeatureCache:
-    """Encoder features for image files, extracted once and read back by image path."""
+    """Encoder features for image files, extracted once and read back by image path.
 
-    def __init__(self, root: str | os.PathLike, encoder_name: str, image_size: int):
-        self.dir = Path(root) / f"{encoder_name}-{image_size}"
+    mirrored=True: the features of each photo mirrored left to right, kept apart from the originals.
+    """
+
+    def __init__(self, root: str | os.PathLike, encoder_name: str, image_size: int, mirrored: bool = False):
+        self.mirrored = mirrored
+        self.dir = Path(root) / f"{encoder_name}-{image_size}{'-mirrored' if mirrored else ''}"
         self._index: dict[str, tuple[str, int]] | None = None
 
     def _shard_ids(self) -> list[str]:
@@ -134,21 +139,27 @@ class FeatureCache:
                                                  batch_size):
             failures.extend(failed)
             if images is not None:
+                if self.mirrored:
+                    images = images[:, :, ::-1]  # (batch, height, width, 3), columns reversed
                 job.write(job.rows_left[rows], encoder(images))  # (batch, cells, channels)
             bar.update(len(rows) + len(failed))
         bar.close()
         job.close()
         return failures
 
-    def table(self, paths: Sequence[str | os.PathLike]) -> FeatureTable:
-        """The given images' features as a FeatureTable (rows in the order given), read on demand."""
+    def locations(self, paths: Sequence[str | os.PathLike]) -> list[tuple[Path, int]]:
+        """(shard file, row) of each image's features, in the order given."""
         index = self.index()
         keys = [image_key(p) for p in paths]
         absent = [k for k in keys if k not in index]
         if absent:
             raise CaptionerError(f"{len(absent)} images have no cached features (e.g. {absent[0]}); "
                                  f"run `captioner extract` first.")
-        return FeatureTable([(self.dir / f"{index[k][0]}.npy", index[k][1]) for k in keys])
+        return [(self.dir / f"{index[k][0]}.npy", index[k][1]) for k in keys]
+
+    def table(self, paths: Sequence[str | os.PathLike]) -> FeatureTable:
+        """The given images' features as a FeatureTable (rows in the order given), read on demand."""
+        return FeatureTable(self.locations(paths))
 
     def load(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
         """Features for the given images, (n, cells, channels) float16, in the order given."""

@@ -7,19 +7,22 @@ from pathlib import Path
 import keras
 from matplotlib.figure import Figure
 
-from captioner.decoding.options import GREEDY
+from captioner.decoding.options import GREEDY, DecodeOptions
 from captioner.decoding.search import CaptionGenerator
 from captioner.evaluation.metrics import score_captions
 from captioner.training.datasets import Features
 
 
 class DevScores(keras.callbacks.Callback):
-    """Greedy-decodes the dev images after each epoch and logs val_bleu4 and val_cider."""
+    """Decodes the dev images after each epoch (greedy unless `options` says otherwise, e.g. the beam
+    search the model ships with) and logs val_bleu4 and val_cider."""
 
     def __init__(self, generator: CaptionGenerator, features: Features,
-                 references: dict[str, list[str]], names: list[str], batch_size: int = 250):
+                 references: dict[str, list[str]], names: list[str], batch_size: int = 250,
+                 options: DecodeOptions = GREEDY):
         super().__init__()
         self.generator = generator
+        self.options = options
         self.features = features
         self.references = references
         self.names = names
@@ -29,7 +32,7 @@ class DevScores(keras.callbacks.Callback):
         captions = []
         for start in range(0, len(self.features), self.batch_size):
             batch = self.features[start:start + self.batch_size]  # (batch, cells, channels)
-            captions.extend(c.text for c in self.generator.greedy(batch, GREEDY))
+            captions.extend(c.text for c in self.generator.generate(batch, self.options))
         vocab = self.generator.vocab
         return score_captions(self.references, dict(zip(self.names, captions, strict=True)), lang=vocab.lang,
                               tokenization=vocab.tokenization, meteor=False, ptb=False)
@@ -39,7 +42,8 @@ class DevScores(keras.callbacks.Callback):
         if logs is not None:
             logs["val_bleu4"] = scores["BLEU-4"]
             logs["val_cider"] = scores["CIDEr"]
-        print(f" — dev BLEU-4 {scores['BLEU-4']:.4f}, CIDEr {scores['CIDEr']:.4f}")
+        search = "greedy" if self.options.beam_size == 1 else f"beam {self.options.beam_size}"
+        print(f" — dev {search} BLEU-4 {scores['BLEU-4']:.4f}, CIDEr {scores['CIDEr']:.4f}")
 
 
 def plot_history(history: dict[str, list[float]], path: Path) -> None:
@@ -54,7 +58,7 @@ def plot_history(history: dict[str, list[float]], path: Path) -> None:
     for key, label in (("val_bleu4", "dev BLEU-4"), ("val_cider", "dev CIDEr")):
         if key in history:
             right.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=label)
-    right.set(xlabel="epoch", title="Dev scores (greedy)")
+    right.set(xlabel="epoch", title="Dev scores")
     right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

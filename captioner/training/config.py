@@ -45,10 +45,15 @@ class TrainConfig:
     lr_schedule: str = "plateau"  # constant | plateau | cosine
     clipnorm: float = 5.0
     monitor: str = "cider"  # cider | bleu4 | loss
+    select_beam: int = 1  # beam width of the dev decoding that picks the best epoch (1 = greedy, the fastest)
+    eval_every: int | None = None  # training steps between dev scorings ("epochs"); default: one pass over the data
     patience: int = 3
+    hflip: bool = False  # also train on mirrored photos (features extracted once), "left" and "right" swapped
     init_from: str | None = None  # start from a saved mymodel.h5 (fine-tuning)
     objective: str = "xent"  # xent (teacher forcing) | scst (self-critical, CIDEr-D reward; needs init_from)
     scst_samples: int = 5  # captions sampled per image for the self-critical baseline
+    scst_max_length: int = 20  # tokens per sampled caption, <end> included (the usual cap)
+    scst_dropout: bool = False  # sample (and differentiate) with dropout on, as in training mode
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -58,11 +63,17 @@ class TrainConfig:
                               ("objective", OBJECTIVES), ("tokenization", TOKENIZATIONS)):
             if getattr(self, name) not in choices:
                 raise CaptionerError(f"{name} must be one of {', '.join(choices)}, not {getattr(self, name)!r}.")
+        for name in ("select_beam", "eval_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise CaptionerError(f"{name} must be at least 1, not {getattr(self, name)}.")
         if self.objective == "scst":
             if not self.init_from:
                 raise CaptionerError("self-critical training fine-tunes a trained model: set init_from.")
             if self.monitor == "loss":
                 raise CaptionerError("objective scst has no dev loss to monitor: use monitor cider or bleu4.")
+            if self.scst_max_length < 2:
+                raise CaptionerError(f"scst_max_length must leave room for a word and <end>, "
+                                     f"not {self.scst_max_length}.")
             if self.scst_samples < 2:
                 raise CaptionerError(f"scst_samples must be at least 2 (each sample's baseline is the mean of "
                                      f"the others), not {self.scst_samples}.")

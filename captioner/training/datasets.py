@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from captioner.data.datasets import CaptionDataset
+from captioner.data.mirror import mirror_caption
 from captioner.features.cache import FeatureTable
 from captioner.text.vocabulary import Vocabulary
 
@@ -20,13 +21,25 @@ def _gather(features: Features, index: tf.Tensor) -> tf.Tensor:
     return grid
 
 
-def encode_split(dataset: CaptionDataset, names: list[str], vocab: Vocabulary) -> tuple[np.ndarray, list[list[int]]]:
-    """(image row of each caption, token ids of each caption) for the images `names`, in that order."""
+def split_captions(dataset: CaptionDataset, names: list[str], lang: str, tokenization: str,
+                   mirrored: bool = False) -> list[list[str]]:
+    """Each image's captions; with mirrored=True those of the mirrored photo ("left" and "right" swapped)."""
+    if not mirrored:
+        return [dataset.captions[name] for name in names]
+    return [[mirror_caption(c, lang, tokenization) for c in dataset.captions[name]] for name in names]
+
+
+def encode_split(dataset: CaptionDataset, names: list[str], vocab: Vocabulary,
+                 hflip: bool = False) -> tuple[np.ndarray, list[list[int]]]:
+    """(image row of each caption, token ids of each caption) for the images `names`, in that order.
+
+    hflip=True: then the same again for the mirrored photos, whose rows follow the originals'."""
     index, sequences = [], []
-    for row, name in enumerate(names):
-        for caption in dataset.captions[name]:
-            index.append(row)
-            sequences.append(vocab.encode(caption))
+    for mirrored in (False, True) if hflip else (False,):
+        for row, captions in enumerate(split_captions(dataset, names, vocab.lang, vocab.tokenization, mirrored)):
+            for caption in captions:
+                index.append(row + mirrored * len(names))
+                sequences.append(vocab.encode(caption))
     return np.array(index), sequences
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 import tensorflow as tf
 
 from captioner.data.datasets import CaptionDataset, load_dataset
+from captioner.decoding.options import DecodeOptions
 from captioner.decoding.search import CaptionGenerator
 from captioner.distributed.strategy import (
     ChiefDevScores,
@@ -29,14 +30,14 @@ from captioner.distributed.strategy import (
     worker_index,
 )
 from captioner.errors import CaptionerError, DataError
-from captioner.features.cache import FeatureCache
+from captioner.features.cache import FeatureCache, FeatureTable
 from captioner.features.encoders import ImageEncoder, get_backbone
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.serving.artifacts import ModelInfo, load_model, save_model, vocabulary_beside
 from captioner.text.vocabulary import Vocabulary
 from captioner.training.callbacks import DevScores, plot_history
 from captioner.training.config import MONITORS, TrainConfig
-from captioner.training.datasets import Features, caption_dataset, encode_split, image_dataset
+from captioner.training.datasets import Features, caption_dataset, encode_split, image_dataset, split_captions
 from captioner.training.rewards import CiderD
 from captioner.training.scst import SelfCriticalTrainer
 from captioner.training.xent import CaptionTrainer
@@ -69,7 +70,24 @@ def prepare_features(dataset: CaptionDataset, config: TrainConfig, log: Callable
                 log(f"skipped {failure.reason}")
         log(f"skipped {len(bad)} unreadable images")
         dataset.splits = {k: [n for n in v if dataset.path(n).name not in bad] for k, v in dataset.splits.items()}
+    if config.hflip and extract:
+        log("features of the mirrored training photos (flip augmentation):")
+        mirrored_cache(config).extract([dataset.path(n) for n in dataset.split("train")],
+                                       ImageEncoder(config.encoder, config.encoder_weights))
     return dataset, cache
+
+
+def mirrored_cache(config: TrainConfig) -> FeatureCache:
+    """The cache of the features of the photos mirrored left to right."""
+    return FeatureCache(config.cache_dir, config.encoder, get_backbone(config.encoder).image_size, mirrored=True)
+
+
+def train_table(cache: FeatureCache, config: TrainConfig, paths: list[Path]) -> FeatureTable:
+    """The training images' features, followed with hflip by those of the same photos mirrored."""
+    locations = cache.locations(paths)
+    if config.hflip:
+        locations += mirrored_cache(config).locations(paths)
+    return FeatureTable(locations)
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -87,16 +105,19 @@ def _trainer_and_data(config: TrainConfig, caption_model: keras.Model, vocab: Vo
     train_names, dev_names = dataset.split("train"), dataset.split("dev")
     if config.objective == "xent":
         trainer = CaptionTrainer(caption_model, config.label_smoothing, config.attention_reg)
-        train_ds = caption_dataset(train_features, *encode_split(dataset, train_names, vocab),
+        train_ds = caption_dataset(train_features, *encode_split(dataset, train_names, vocab, config.hflip),
                                    config.batch_size, shuffle=True, seed=config.seed)
         dev_ds = caption_dataset(dev_features, *encode_split(dataset, dev_names, vocab),
                                  config.batch_size, shuffle=False)
-        captions = sum(len(dataset.captions[n]) for n in train_names)
+        captions = sum(len(dataset.captions[n]) for n in train_names) * (2 if config.hflip else 1)
         return trainer, train_ds, dev_ds, captions // config.batch_size + 1
-    reward = CiderD([[vocab.tokenize(c) for c in dataset.captions[n]] for n in train_names])
-    trainer = SelfCriticalTrainer(caption_model, vocab, reward, config.scst_samples)
+    references = [captions for mirrored in (False, True)[: 1 + config.hflip]  # one list per table row
+                  for captions in split_captions(dataset, train_names, vocab.lang, vocab.tokenization, mirrored)]
+    reward = CiderD([[vocab.tokenize(c) for c in captions] for captions in references])
+    trainer = SelfCriticalTrainer(caption_model, vocab, reward, config.scst_samples, config.scst_max_length,
+                                  config.scst_dropout)
     train_ds = image_dataset(train_features, config.batch_size, config.seed)
-    return trainer, train_ds, None, len(train_names) // config.batch_size + 1
+    return trainer, train_ds, None, len(train_features) // config.batch_size + 1
 
 
 class _Backup(keras.callbacks.BackupAndRestore):
@@ -184,6 +205,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print,
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     chief, multi = is_chief(strategy), is_multi_worker(strategy)
+    if multi and config.eval_every:
+        raise CaptionerError("eval_every is for one machine: a multi-worker run scores dev once per pass over "
+                             "the data; remove eval_every from the recipe.")
     if strategy is not None and strategy.num_replicas_in_sync > 1 and config.objective != "xent":
         raise CaptionerError(f"objective {config.objective!r} trains on one replica only: its step applies its own "
                              f"unscaled gradients around a sampled, XLA-compiled search and a Python CIDEr-D reward; "
@@ -205,20 +229,26 @@ def train(config: TrainConfig, log: Callable[[str], None] = print,
         raise DataError(f"{config.data}: need train and dev images, got {len(train_names)} and {len(dev_names)}.")
 
     lang = config.lang or "en"
-    train_features = cache.table([dataset.path(n) for n in train_names])  # (images, cells, channels), read per batch
+    train_features = train_table(cache, config, [dataset.path(n) for n in train_names])  # (rows, cells, channels)
     dev_features = cache.table([dataset.path(n) for n in dev_names])
     with strategy.scope() if strategy else contextlib.nullcontext():  # variables and optimizer state per replica
         if config.init_from:  # fine-tune a saved model with its own vocabulary
             caption_model, vocab, _ = load_model(config.init_from, vocabulary_beside(config.init_from))
         else:
-            vocab = Vocabulary.build((c for n in train_names for c in dataset.captions[n]), config.min_count,
-                                     config.max_length, config.tokenization, lang)
+            texts = [c for n in train_names for c in dataset.captions[n]]
+            if config.hflip:  # the mirrored captions that changed: they may say "right" where no original does
+                mirrored = split_captions(dataset, train_names, lang, config.tokenization, mirrored=True)
+                texts += [m for ms, cs in zip(mirrored, (dataset.captions[n] for n in train_names), strict=True)
+                          for m, c in zip(ms, cs, strict=True) if m != c]
+            vocab = Vocabulary.build(texts, config.min_count, config.max_length, config.tokenization, lang)
             caption_model = build_caption_model(
                 len(vocab), train_features.shape[1:], config.decoder, embedding_dim=config.embedding_dim,
                 units=config.units, attention_units=config.attention_units, dropout=config.dropout)
         log(f"vocabulary: {len(vocab)} tokens (min count {config.min_count})")
         trainer, train_ds, dev_ds, steps_per_epoch = _trainer_and_data(
             config, caption_model, vocab, dataset, train_features, dev_features)
+        if config.eval_every:  # dev scored every `eval_every` steps: an "epoch" is that many steps of an endless stream
+            train_ds, steps_per_epoch = train_ds.repeat(), config.eval_every
         trainer.compile(optimizer=_optimizer(config, steps_per_epoch))
         if multi:  # fit() would build the optimizer's slots in the scope; the multi-worker loop does not
             trainer.optimizer.build(trainer.trainable_variables)
@@ -230,8 +260,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print,
     if multi:  # every worker must save (or not) at the same epochs as the chief
         shared = broadcast_from_chief(strategy, [math.nan if best is None else best])[0]
         best = None if math.isnan(shared) else float(shared)
-    dev_scores = (ChiefDevScores(strategy, generator, dev_features, dev_refs, dev_names) if multi
-                  else DevScores(generator, dev_features, dev_refs, dev_names))
+    selection = DecodeOptions(beam_size=config.select_beam)  # the search that picks the best epoch
+    dev_scores = (ChiefDevScores(strategy, generator, dev_features, dev_refs, dev_names, options=selection) if multi
+                  else DevScores(generator, dev_features, dev_refs, dev_names, options=selection))
     callbacks = [
         dev_scores,
         keras.callbacks.CSVLogger(str(files / "history.csv"), append=True),
@@ -249,8 +280,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print,
         if multi:
             fit_multi_worker(trainer, strategy, train_ds, dev_ds, config.epochs, callbacks, log)
         else:
-            trainer.fit(train_ds, validation_data=dev_ds, epochs=config.epochs, callbacks=callbacks,
-                        shuffle=False)  # the tf.data pipeline shuffles
+            trainer.fit(train_ds, validation_data=dev_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False,
+                        steps_per_epoch=config.eval_every)  # the tf.data pipeline shuffles
     except KeyboardInterrupt:
         interrupted = True
         if not (files / "best.weights.h5").is_file():
