@@ -74,16 +74,26 @@ def test_train_without_data_is_a_clear_error(capsys):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    ([], ("mymodel.h5", "tokenizer.pkl")),
-    (["--lang", "zh"], ("models/zh/mymodel.h5", "models/zh/tokenizer.pkl")),
-    (["--model", "runs/x/mymodel.h5"], ("runs/x/mymodel.h5", "runs/x/tokenizer.pkl")),
-    (["--model", "a.h5", "--tokenizer", "b.pkl"], ("a.h5", "b.pkl")),
+    ([], [("mymodel.h5", "tokenizer.pkl")]),
+    (["--lang", "zh"], [("models/zh/mymodel.h5", "models/zh/tokenizer.pkl")]),
+    (["--model", "runs/x/mymodel.h5"], [("runs/x/mymodel.h5", "runs/x/tokenizer.pkl")]),
+    (["--model", "a.h5", "--tokenizer", "b.pkl"], [("a.h5", "b.pkl")]),
+    (["--model", "a/m.h5", "--model", "b/m.h5"], [("a/m.h5", "a/tokenizer.pkl"), ("b/m.h5", "b/tokenizer.pkl")]),
 ])
 def test_model_paths_follow_language_and_model(argv, expected):
     from captioner.cli.main import _model_paths, build_parser
 
     args = build_parser().parse_args(["caption", "x.jpg", *argv])
-    assert tuple(str(p) for p in _model_paths(args)) == expected
+    assert [tuple(str(p) for p in pair) for pair in _model_paths(args)] == expected
+
+
+def test_one_tokenizer_for_an_ensemble_is_refused(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    argv = ["caption", str(tmp_path / "x.png"), "--model", "a.h5", "--model", "b.h5", "--tokenizer", "t.pkl"]
+    assert main(argv) == 1
+    assert "--tokenizer names the vocabulary of one model" in capsys.readouterr().err
 
 
 def test_missing_language_model_names_its_file(tmp_path, monkeypatch, capsys):

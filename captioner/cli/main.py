@@ -23,22 +23,36 @@ DECODE_DEFAULTS = DecodeOptions()  # the library's default search, restated nowh
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="trained model file (default: the shipped model of --lang: "
-                                        "mymodel.h5 for English, models/<lang>/mymodel.h5 otherwise)")
+    parser.add_argument("--model", action="append",
+                        help="trained model file (default: the shipped model of --lang: mymodel.h5 for English, "
+                             "models/<lang>/mymodel.h5 otherwise); repeat it to decode with an ensemble of models "
+                             "that share one vocabulary")
     parser.add_argument("--tokenizer", help="vocabulary saved with the model (default: tokenizer.pkl beside it)")
     parser.add_argument("--encoder-weights", default="imagenet",
                         help="ImageNet weights .h5 for the encoder; default: Keras cache, then download")
 
 
-def _model_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    """--model/--tokenizer, or the model shipped for --lang; the tokenizer defaults to the model's sibling."""
+def _model_paths(args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    """(model, vocabulary) of each --model, or of the model shipped for --lang; a vocabulary defaults to the
+    model's sibling tokenizer.pkl, or --tokenizer when there is one model."""
     from captioner.serving.artifacts import vocabulary_beside
     from captioner.serving.shipped import shipped_model_paths
 
-    model, tokenizer = shipped_model_paths(args.lang or "en")
-    if args.model:
-        model, tokenizer = Path(args.model), vocabulary_beside(args.model)
-    return model, Path(args.tokenizer) if args.tokenizer else tokenizer
+    if not args.model:
+        model, tokenizer = shipped_model_paths(args.lang or "en")
+        return [(model, Path(args.tokenizer) if args.tokenizer else tokenizer)]
+    if args.tokenizer and len(args.model) > 1:
+        raise CaptionerError("--tokenizer names the vocabulary of one model; an ensemble reads each model's "
+                             "tokenizer.pkl from beside it.")
+    return [(Path(m), Path(args.tokenizer) if args.tokenizer else vocabulary_beside(m)) for m in args.model]
+
+
+def _load(args: argparse.Namespace) -> Captioner:
+    """The model(s) the arguments name: one Captioner, an ensemble when --model is repeated."""
+    import captioner
+
+    models = [captioner.load(model, vocab, args.encoder_weights) for model, vocab in _model_paths(args)]
+    return models[0] if len(models) == 1 else captioner.ensemble(models)
 
 
 def _add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -137,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="rank beams by log p / length**this (default: %(default)s)")
     evaluate.add_argument("--allow-repeats", action="store_true",
                           help="let captions repeat a word or a three-word phrase (blocked by default)")
+    export = commands.add_parser("export", help="export a model for the portable runtime (no TensorFlow)",
+                                 description="Write the encoder (preprocessing included), the decoder's prepare "
+                                             "and step and the vocabulary to one folder that `captioner caption "
+                                             "--model FOLDER`, captioner.load(FOLDER) and the app run without "
+                                             "TensorFlow (onnx, litert) or on TF Serving (savedmodel).")
+    export.add_argument("model", help="trained model file (mymodel.h5)")
+    export.add_argument("--tokenizer", help="vocabulary saved with the model (default: tokenizer.pkl beside it)")
+    export.add_argument("--format", default="onnx", help="onnx (default, fastest on CPU), litert or savedmodel")
+    export.add_argument("--output", required=True, help="folder to write (replaced if it holds an earlier export)")
+    export.add_argument("--encoder-weights", default="imagenet",
+                        help="ImageNet weights .h5 for the encoder; default: Keras cache, then download")
     return parser
 
 
@@ -228,7 +253,6 @@ def _save_attention(model: Captioner, path: Path, caption: Caption, out: str) ->
 
 
 def cmd_caption(args: argparse.Namespace) -> None:
-    import captioner
     from captioner.data.images import find_images
     from captioner.serving.batch import caption_to_file
 
@@ -240,8 +264,10 @@ def cmd_caption(args: argparse.Namespace) -> None:
         raise CaptionerError(f"--attention draws one image, but {len(paths)} were given.")
     options = dataclasses.replace(DECODE_DEFAULTS, beam_size=args.beam, n_best=args.n_best,
                                   length_penalty=args.length_penalty, block_repeats=not args.allow_repeats)
-    load_args = (*_model_paths(args), args.encoder_weights)
-    model = None if args.engine == "ray" else captioner.load(*load_args)  # on Ray, each actor loads it
+    if args.engine == "ray" and len(_model_paths(args)) > 1:
+        raise CaptionerError("--engine ray captions with one model; drop the extra --model, or use --engine local.")
+    load_args = (*_model_paths(args)[0], args.encoder_weights)
+    model = None if args.engine == "ray" else _load(args)  # on Ray, each actor loads it
     if args.output:
         if model is None:
             from captioner.distributed.commands import caption_on_ray
@@ -269,13 +295,15 @@ def cmd_caption(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import captioner
     from captioner.data.datasets import load_dataset
     from captioner.evaluation.evaluate import evaluate_model
     from captioner.evaluation.metrics import format_table, scoring_note
+    from captioner.evaluation.repetition import format_repetition, repetition_stats
 
-    model_path, vocab_path = _model_paths(args)
-    model = captioner.load(model_path, vocab_path, args.encoder_weights)
+    paths = _model_paths(args)
+    if args.record and len(paths) > 1:
+        raise CaptionerError("--record stores scores in one model file; an ensemble has no file of its own.")
+    model = _load(args)
     trained_on = (model.info.extra or {}).get("config", {})
     data = args.data or trained_on.get("data")
     if not data or not Path(data).exists():
@@ -285,21 +313,34 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     dataset = load_dataset(data, args.images or trained_on.get("images"), lang).limit(args.limit)
     decodings = [dataclasses.replace(DECODE_DEFAULTS, beam_size=k, length_penalty=args.length_penalty,
                                      block_repeats=not args.allow_repeats) for k in args.beams]
-    scores, _ = evaluate_model(model, dataset, args.split, decodings, args.cache_dir, fast=args.fast)
+    scores, captions = evaluate_model(model, dataset, args.split, decodings, args.cache_dir, fast=args.fast)
     rows = {f"{args.split} {name}": row for name, row in scores.items()}
     print(format_table(rows))
     print(scoring_note(model.vocab.lang, model.vocab.tokenization, args.fast))
+    if model.vocab.lang == "en":  # the noun-phrase rule knows English determiners only
+        print(format_repetition({f"{args.split} {name}": repetition_stats(c.words for c in by_image.values())
+                                 for name, by_image in captions.items()}))
     print("SPICE is not reported: it needs Stanford CoreNLP models downloaded at run time.")
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=2))
     if args.record:
         from captioner.serving.artifacts import record_scores
 
-        record_scores(model_path, rows)
+        record_scores(paths[0][0], rows)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from captioner.export import check_format, export_model
+    from captioner.serving.artifacts import vocabulary_beside
+
+    check_format(args.format)  # before TensorFlow loads: a typo fails at once
+    folder = export_model(args.model, args.tokenizer or vocabulary_beside(args.model), args.format, args.output,
+                          args.encoder_weights)
+    print(f"exported to {folder}; caption with: captioner caption --model {folder} IMAGE")
 
 
 COMMANDS = {"extract": cmd_extract, "train": cmd_train, "average": cmd_average, "caption": cmd_caption,
-            "evaluate": cmd_evaluate}
+            "evaluate": cmd_evaluate, "export": cmd_export}
 
 
 def _silence_native_logs() -> None:
