@@ -133,9 +133,8 @@ class NumpyOps:
     @staticmethod
     def count_tokens(tokens: np.ndarray, weights: np.ndarray, depth: int) -> np.ndarray:
         """Per row, the summed weight of each token id: tokens, weights (rows, n) → (rows, depth)."""
-        counts = np.zeros((len(tokens), depth), np.float32)
-        np.add.at(counts, (np.arange(len(tokens))[:, None], tokens), weights)
-        return counts
+        flat = (np.arange(len(tokens))[:, None] * depth + tokens).ravel()  # (rows * n,) cells of (rows, depth)
+        return np.bincount(flat, weights.ravel(), len(tokens) * depth).reshape(len(tokens), depth).astype(np.float32)
 
 
 NUMPY = NumpyOps()

@@ -10,7 +10,7 @@ TensorFlow. `Search` turns their arrays into Captions, the same for both.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -75,76 +75,101 @@ def greedy_loop(ops, decoder, vocab: Vocabulary, features: Array, block_unk: boo
     return outputs
 
 
+class Beams(NamedTuple):
+    """What beam search carries from step to step for a batch of images, k beams each."""
+
+    greedy: tuple  # the greedy row's (tokens, log p, α) outputs, as greedy_outputs
+    greedy_finished: Array  # (batch,)
+    alive_score: Array  # (batch, k): log p of the live hypotheses, best first
+    alive_seq: Array  # (batch, k, T)
+    alive_alpha: Array  # (batch, k, T, cells)
+    done_norm: Array  # (batch, k): normalised scores of the finished hypotheses, best first
+    done_score: Array  # (batch, k)
+    done_seq: Array  # (batch, k, T)
+    done_alpha: Array  # (batch, k, T, cells)
+
+
+def beam_select(ops, vocab: Vocabulary, length_penalty: float, block_repeats: bool, blocked: Array, t: Any,
+                logits: Array, alpha: Array, state: Any, beams: Beams) -> tuple:
+    """One step of beam search after the decoder's: pick the survivors, the finished and the greedy word.
+
+    Expands every live beam, sends candidates ending in <end> to the finished pool (ranked by
+    log p / length**length_penalty), keeps the best others alive and reorders the decoder state
+    to match. Returns the next tokens (batch*(k+1),), that state and the new Beams.
+    """
+    batch, k, max_length = ops.rows(beams.alive_seq), beams.alive_seq.shape[1], beams.alive_seq.shape[2]
+    cells, vocab_size = beams.alive_alpha.shape[3], len(vocab)
+    log_probs = ops.log_softmax(logits) + blocked  # (batch*(k+1), V)
+    if block_repeats:
+        history = ops.concat([beams.alive_seq, beams.greedy[0][:, None]], 1)  # (batch, k+1, T)
+        log_probs += repeat_mask(ops.reshape(history, [-1, max_length]), t, vocab)
+    log_probs = ops.reshape(log_probs, [batch, k + 1, vocab_size])
+    alpha = ops.reshape(alpha, [batch, k + 1, cells])
+    greedy_tokens, greedy_finished, greedy = greedy_pick(
+        ops, vocab, log_probs[:, k], alpha[:, k], t, beams.greedy_finished, beams.greedy)
+    log_probs, alpha = log_probs[:, :k], alpha[:, :k]  # (batch, k, V), (batch, k, cells)
+    candidates = ops.reshape(beams.alive_score[:, :, None] + log_probs, [batch, k * vocab_size])
+    score, flat = ops.top_k(candidates, 2 * k)  # (batch, 2k)
+    origin, token = flat // vocab_size, flat % vocab_size  # beam each candidate extends, its word
+    at_t = ops.one_hot(t, max_length, "int32")  # (T,)
+    seq = ops.gather_beams(beams.alive_seq, origin) * (1 - at_t) + token[:, :, None] * at_t  # (batch, 2k, T)
+    step_alpha = ops.gather_beams(alpha, origin)  # (batch, 2k, cells)
+    seq_alpha = ops.gather_beams(beams.alive_alpha, origin) + step_alpha[:, :, None, :] * ops.cast(
+        at_t, "float32")[None, None, :, None]  # (batch, 2k, T, cells)
+    ends = token == vocab.end_id
+    length = ops.cast(t + 1, "float32")
+    # finished pool: best k of the old pool and the candidates that just ended
+    norm = ops.where(ends, score / length ** length_penalty, NEG_INF)
+    done_norm, best = ops.top_k(ops.concat([beams.done_norm, norm], 1), k)  # (batch, k) of 3k
+    done_score = ops.gather_beams(ops.concat([beams.done_score, ops.where(ends, score, NEG_INF)], 1), best)
+    done_seq = ops.gather_beams(ops.concat([beams.done_seq, seq], 1), best)
+    done_alpha = ops.gather_beams(ops.concat([beams.done_alpha, seq_alpha], 1), best)
+    # live beams: best k candidates that did not end
+    alive_score, survivors = ops.top_k(ops.where(ends, NEG_INF, score), k)  # (batch, k)
+    # each beam row takes its parent's state; the greedy row (index k) keeps its own
+    parent = ops.concat([ops.gather_beams(origin, survivors), ops.fill([batch, 1], k, "int32")], 1)
+    rows = ops.reshape(parent + ops.arange(batch)[:, None] * (k + 1), [-1])  # (batch*(k+1),)
+    state = nest_map(lambda s: ops.take_rows(s, rows), state)
+    tokens = ops.reshape(ops.concat([ops.gather_beams(token, survivors), greedy_tokens[:, None]], 1), [-1])
+    return tokens, state, Beams(greedy, greedy_finished, alive_score, ops.gather_beams(seq, survivors),
+                                ops.gather_beams(seq_alpha, survivors), done_norm, done_score, done_seq, done_alpha)
+
+
 def beam_loop(ops, decoder, vocab: Vocabulary, features: Array, beam_size: int, length_penalty: float,
               block_unk: bool, block_repeats: bool, max_length: int, keep: int | None = None) -> tuple:
     """Beam search keeping `beam_size` live hypotheses and the `beam_size` best finished ones.
 
-    Each step expands every live beam, sends candidates ending in <end> to the finished pool (ranked
-    by log p / length**length_penalty) and keeps the best others alive; it stops when no live beam
-    can still beat the `keep`-th best finished one (default: the worst), as only the best `keep` are
-    wanted. The greedy caption is decoded in the same steps, as one more row per image, so the
-    fallback costs no second pass over the weights (which dominates a step on a CPU).
+    Each step runs the decoder, then beam_select; the search stops when no live beam can still beat
+    the `keep`-th best finished one (default: the worst), as only the best `keep` are wanted. The
+    greedy caption is decoded in the same steps, as one more row per image, so the fallback costs no
+    second pass over the weights (which dominates a step on a CPU).
     """
     k = beam_size
     keep = min(keep or k, k)
     blocked = ops.constant(blocked_tokens(vocab, block_unk))  # (V,)
-    batch, cells, vocab_size = ops.rows(features), features.shape[1], len(vocab)
-    greedy = greedy_outputs(ops, batch, cells, max_length)
-    greedy_finished = ops.zeros([batch], "bool")
+    batch, cells = ops.rows(features), features.shape[1]
     memory, state = start(ops, decoder, features, k + 1)  # (batch * (k+1), ...): k beams, then greedy
     # Only the first beam is live at the start, so the first expansion is not k copies of one.
-    alive_score = ops.tile(ops.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch, 1])  # (batch, k)
-    alive_seq = ops.zeros([batch, k, max_length], "int32")
-    alive_alpha = ops.zeros([batch, k, max_length, cells])
-    done_norm = ops.fill([batch, k], NEG_INF)  # normalised scores of finished hypotheses, best first
-    done_score = ops.fill([batch, k], NEG_INF)
-    done_seq = ops.zeros([batch, k, max_length], "int32")
-    done_alpha = ops.zeros([batch, k, max_length, cells])
+    beams = Beams(greedy_outputs(ops, batch, cells, max_length), ops.zeros([batch], "bool"),
+                  ops.tile(ops.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch, 1]),
+                  ops.zeros([batch, k, max_length], "int32"), ops.zeros([batch, k, max_length, cells]),
+                  ops.fill([batch, k], NEG_INF), ops.fill([batch, k], NEG_INF),
+                  ops.zeros([batch, k, max_length], "int32"), ops.zeros([batch, k, max_length, cells]))
     tokens = ops.fill([batch * (k + 1)], vocab.start_id, "int32")
     longest = float(max_length) ** length_penalty
+
     for t in ops.steps(max_length):
-        logits, alpha, state = decoder.step(tokens, state, memory, False)  # (batch*(k+1), V)
-        log_probs = ops.log_softmax(logits) + blocked  # (batch*(k+1), V)
-        if block_repeats:
-            history = ops.concat([alive_seq, greedy[0][:, None]], 1)  # (batch, k+1, T)
-            log_probs += repeat_mask(ops.reshape(history, [-1, max_length]), t, vocab)
-        log_probs = ops.reshape(log_probs, [batch, k + 1, vocab_size])
-        alpha = ops.reshape(alpha, [batch, k + 1, cells])
-        greedy_tokens, greedy_finished, greedy = greedy_pick(
-            ops, vocab, log_probs[:, k], alpha[:, k], t, greedy_finished, greedy)
-        log_probs, alpha = log_probs[:, :k], alpha[:, :k]  # (batch, k, V), (batch, k, cells)
-        candidates = ops.reshape(alive_score[:, :, None] + log_probs, [batch, k * vocab_size])
-        score, flat = ops.top_k(candidates, 2 * k)  # (batch, 2k)
-        origin, token = flat // vocab_size, flat % vocab_size  # beam each candidate extends, its word
-        at_t = ops.one_hot(t, max_length, "int32")  # (T,)
-        seq = ops.gather_beams(alive_seq, origin) * (1 - at_t) + token[:, :, None] * at_t  # (batch, 2k, T)
-        step_alpha = ops.gather_beams(alpha, origin)  # (batch, 2k, cells)
-        seq_alpha = ops.gather_beams(alive_alpha, origin) + step_alpha[:, :, None, :] * ops.cast(
-            at_t, "float32")[None, None, :, None]  # (batch, 2k, T, cells)
-        ends = token == vocab.end_id
-        length = ops.cast(t + 1, "float32")
-        # finished pool: best k of the old pool and the candidates that just ended
-        norm = ops.where(ends, score / length ** length_penalty, NEG_INF)
-        done_norm, best = ops.top_k(ops.concat([done_norm, norm], 1), k)  # (batch, k) of 3k
-        done_score = ops.gather_beams(ops.concat([done_score, ops.where(ends, score, NEG_INF)], 1), best)
-        done_seq = ops.gather_beams(ops.concat([done_seq, seq], 1), best)
-        done_alpha = ops.gather_beams(ops.concat([done_alpha, seq_alpha], 1), best)
-        # live beams: best k candidates that did not end
-        alive_score, survivors = ops.top_k(ops.where(ends, NEG_INF, score), k)  # (batch, k)
-        alive_seq = ops.gather_beams(seq, survivors)
-        alive_alpha = ops.gather_beams(seq_alpha, survivors)
-        # each beam row takes its parent's state; the greedy row (index k) keeps its own
-        parent = ops.concat([ops.gather_beams(origin, survivors), ops.fill([batch, 1], k, "int32")], 1)
-        rows = ops.reshape(parent + ops.arange(batch)[:, None] * (k + 1), [-1])  # (batch*(k+1),)
-        state = nest_map(lambda s, rows=rows: ops.take_rows(s, rows), state)
-        tokens = ops.reshape(ops.concat([ops.gather_beams(token, survivors), greedy_tokens[:, None]], 1), [-1])
+        logits, alpha, state = decoder.step(tokens, state, memory, False)  # (batch*(k+1), V), (batch*(k+1), cells)
+        tokens, state, beams = beam_select(ops, vocab, length_penalty, block_repeats, blocked, t, logits, alpha,
+                                           state, beams)
         # log p only falls as a caption grows, so a live beam's best possible normalised score is
         # its current log p over the longest allowed length.
-        if ops.all(greedy_finished) & ops.all(done_norm[:, keep - 1] > alive_score[:, 0] / longest):
+        if ops.all(beams.greedy_finished) & ops.all(beams.done_norm[:, keep - 1] > beams.alive_score[:, 0] / longest):
             break
     # Unfinished hypotheses compete too, in case the pool is not full at max_length.
-    return (ops.concat([done_seq, alive_seq], 1), ops.concat([done_score, alive_score], 1),
-            ops.concat([done_norm, alive_score / longest], 1), ops.concat([done_alpha, alive_alpha], 1), greedy)
+    return (ops.concat([beams.done_seq, beams.alive_seq], 1), ops.concat([beams.done_score, beams.alive_score], 1),
+            ops.concat([beams.done_norm, beams.alive_score / longest], 1),
+            ops.concat([beams.done_alpha, beams.alive_alpha], 1), beams.greedy)
 
 
 class Search:
