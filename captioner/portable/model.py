@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from captioner.data.images import Failure, ImageSource, load_array, load_batches
 from captioner.decoding.loops import Search
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.errors import ArtifactError
 from captioner.export.manifest import VOCABULARY_FILE, Manifest, read_manifest
 from captioner.portable.runtimes import open_function
 from captioner.serving.artifacts import ModelInfo
+from captioner.serving.captioning import ImageCaptioner
 from captioner.text.vocabulary import Vocabulary
 
 
@@ -58,7 +57,7 @@ def _read_vocabulary(folder: Path, info: ModelInfo) -> Vocabulary:
     return vocab
 
 
-class PortableCaptioner:
+class PortableCaptioner(ImageCaptioner):
     """Encoder + decoder + vocabulary from an exported folder, with the methods of serving.api.Captioner."""
 
     def __init__(self, folder: str | os.PathLike, threads: int = 0):
@@ -95,30 +94,6 @@ class PortableCaptioner:
         """Feature grids (n, cells, channels) of uint8 images (n, size, size, 3) already resized."""
         return self._encoder(np.ascontiguousarray(images, np.uint8))[0]
 
-    def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
-        """Feature grids for a batch of images: (n, cells, channels)."""
-        return self.encode_pixels(np.stack([load_array(image, self.image_size) for image in images]))
-
     def caption_features(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
         """Captions for a batch of feature grids (n, cells, channels)."""
         return self.generator.generate(features, options)
-
-    def caption_many(self, images: Sequence[ImageSource], options: DecodeOptions = DEFAULT_DECODING,
-                     batch_size: int = 32) -> list[Caption]:
-        """Captions for many images, encoded and decoded in batches."""
-        captions: list[Caption] = []
-        for start in range(0, len(images), batch_size):
-            captions.extend(self.caption_features(self.encode(images[start:start + batch_size]), options))
-        return captions
-
-    def caption_files(self, paths: Sequence[str | os.PathLike], options: DecodeOptions = DEFAULT_DECODING,
-                      batch_size: int = 32) -> Iterator[tuple[list[tuple[Path, Caption]], list[Failure]]]:
-        """Caption image files batch by batch: per batch, (path, caption) pairs and the unreadable files."""
-        paths = [Path(p) for p in paths]
-        for rows, images, failures in load_batches(paths, self.image_size, batch_size):
-            captions = self.caption_features(self.encode_pixels(images), options) if images is not None else []
-            yield [(paths[row], caption) for row, caption in zip(rows, captions, strict=True)], failures
-
-    def caption(self, image: ImageSource, options: DecodeOptions = DEFAULT_DECODING) -> Caption:
-        """Caption one image (path, bytes, file object or PIL image); beam 3 unless `options` says otherwise."""
-        return self.caption_many([image], options)[0]

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 
-from captioner.data.images import Failure, ImageSource, load_array, load_batches
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.decoding.search import CaptionGenerator
 from captioner.errors import ArtifactError, CaptionerError
@@ -17,10 +15,11 @@ from captioner.features.encoders import ImageEncoder, shared_encoder
 from captioner.models.base import StepDecoder, get_decoder
 from captioner.models.ensemble import Ensemble
 from captioner.serving.artifacts import MODEL_FILE, VOCAB_FILE, ModelInfo, load_model
+from captioner.serving.captioning import ImageCaptioner
 from captioner.text.vocabulary import Vocabulary
 
 
-class Captioner:
+class Captioner(ImageCaptioner):
     """Encoder + decoder + vocabulary. The CNN is built on first use (it may need weights)."""
 
     def __init__(self, model: keras.Model, vocab: Vocabulary, info: ModelInfo,
@@ -49,42 +48,17 @@ class Captioner:
         """Rows and columns of the feature grid the attention weights refer to, e.g. (7, 7)."""
         return self.encoder.grid_shape
 
-    def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
-        """Feature grids for a batch of images: (n, cells, channels)."""
-        size = self.encoder.image_size
-        return self.encoder(np.stack([load_array(image, size) for image in images]))
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.encoder.image_size
+
+    def encode_pixels(self, images: np.ndarray) -> np.ndarray:
+        """Feature grids (n, cells, channels) of uint8 images (n, height, width, 3) already resized."""
+        return self.encoder(images)
 
     def caption_features(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
         """Captions for a batch of feature grids (n, cells, channels)."""
         return self.generator.generate(features, options)
-
-    def caption_many(self, images: Sequence[ImageSource], options: DecodeOptions = DEFAULT_DECODING,
-                     batch_size: int = 32) -> list[Caption]:
-        """Captions for many images, encoded and decoded in batches."""
-        captions: list[Caption] = []
-        for start in range(0, len(images), batch_size):
-            captions.extend(self.caption_features(self.encode(images[start:start + batch_size]), options))
-        return captions
-
-    def caption_files(self, paths: Sequence[str | os.PathLike], options: DecodeOptions = DEFAULT_DECODING,
-                      batch_size: int = 32) -> Iterator[tuple[list[tuple[Path, Caption]], list[Failure]]]:
-        """Caption image files batch by batch: per batch, (path, caption) pairs and the unreadable files.
-
-        The next batch is decoded on threads while this one runs through the networks, and one
-        batch at a time is held in memory however many files there are.
-        """
-        paths = [Path(p) for p in paths]
-        for rows, images, failures in load_batches(paths, self.encoder.image_size, batch_size):
-            captions = self.caption_features(self.encoder(images), options) if images is not None else []
-            yield [(paths[row], caption) for row, caption in zip(rows, captions, strict=True)], failures
-
-    def caption(self, image: ImageSource, options: DecodeOptions = DEFAULT_DECODING) -> Caption:
-        """Caption one image (path, bytes, file object or PIL image); str() gives the text.
-
-        Every method here decodes with beam 3 (`DecodeOptions()`, as the CLI and the app do) unless
-        `options` says otherwise: `captioner.decoding.options.GREEDY`, or e.g. DecodeOptions(beam_size=5, n_best=5).
-        """
-        return self.caption_many([image], options)[0]
 
 
 def load(model_path: str | os.PathLike = MODEL_FILE, vocab_path: str | os.PathLike = VOCAB_FILE,
