@@ -88,3 +88,18 @@ def test_output_file_is_written_then_resumed(model_args, photos, tmp_path, capsy
     (photos / "broken.jpg").unlink()
     assert main(argv) == 0
     assert "0 images captioned" in capsys.readouterr().out and len(out.read_text().splitlines()) == 3
+
+
+def test_an_ensemble_of_a_model_with_itself_captions_as_the_model(model_args, photos, capsys):
+    """--model repeated decodes the models together; a model averaged with itself is that model."""
+    single = ["--encoder-weights", "none", "--model", model_args[1]]
+    assert main(["caption", str(photos), "--n-best", "3", "--json", *single]) == 0
+    alone = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["caption", str(photos), "--n-best", "3", "--json", *single, "--model", model_args[1]]) == 0
+    together = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["caption"] for r in together] == [r["caption"] for r in alone]
+    def n_best(rows: list[dict]) -> list[list[str]]:
+        return [[a["caption"] for a in r["n_best"]] for r in rows]
+
+    assert n_best(together) == n_best(alone)
+    np.testing.assert_allclose([r["log_prob"] for r in together], [r["log_prob"] for r in alone], atol=1e-3)

@@ -68,7 +68,7 @@ def _mean_reward(trainer, centres: np.ndarray, draws: int = 64) -> float:
     import tensorflow as tf
 
     features = tf.constant(np.repeat(centres, draws, axis=0))
-    samples = trainer.generator.sample(features).numpy()
+    samples = trainer.generator.sample(features)[0].numpy()
     return float(trainer._rewards(samples, np.repeat(np.arange(len(centres)), draws)).mean())
 
 
@@ -89,7 +89,8 @@ def test_samples_stop_at_end_and_never_hold_special_tokens(tiny):
     from captioner.models.base import get_decoder
 
     model, vocab, _, centres = tiny
-    samples = CaptionGenerator(get_decoder(model), vocab).sample(tf.constant(np.repeat(centres, 20, 0))).numpy()
+    samples, log_probs = CaptionGenerator(get_decoder(model), vocab).sample(tf.constant(np.repeat(centres, 20, 0)))
+    samples, log_probs = samples.numpy(), log_probs.numpy()
     assert len({tuple(row) for row in samples}) > 3, "sampling, not greedy decoding"
     for row in samples:
         ends = np.flatnonzero(row == vocab.end_id)
@@ -97,6 +98,8 @@ def test_samples_stop_at_end_and_never_hold_special_tokens(tiny):
         assert not set(words) & {vocab.pad_id, vocab.start_id, vocab.unk_id}
         if len(ends):
             assert (row[ends[0] + 1:] == vocab.pad_id).all()
+    assert (log_probs[samples == vocab.pad_id] == 0).all(), "no log-probability after <end>"
+    assert (log_probs[samples != vocab.pad_id] < 0).all(), "every drawn token has its log-probability"
 
 
 def test_self_critical_steps_raise_the_reward(tiny):
@@ -123,3 +126,39 @@ def test_self_critical_needs_two_samples(tiny):
     model, vocab, reward, _ = tiny
     with pytest.raises(ValueError, match="at least 2 samples"):
         SelfCriticalTrainer(model, vocab, reward, samples=1)
+
+
+def _teacher_forced_log_probs(model, vocab, features, samples):
+    """log p of each sampled token by one teacher-forced pass in inference mode: (rows, T)."""
+    import tensorflow as tf
+
+    inputs = tf.constant(np.concatenate([np.full((len(samples), 1), vocab.start_id), samples[:, :-1]], 1), tf.int32)
+    logits, _ = model([features, inputs], training=False)  # (rows, T, V)
+    return tf.gather(tf.nn.log_softmax(logits), samples, batch_dims=2).numpy()
+
+
+def test_sampled_log_probs_are_those_of_the_drawing_pass_with_or_without_dropout():
+    """Self-critical training differentiates the log-probabilities the sampling pass recorded: without
+    dropout they are the model's teacher-forced ones; with dropout on, each draw's own masks change them."""
+    import keras
+    import tensorflow as tf
+
+    from captioner.decoding.search import CaptionGenerator
+    from captioner.models.base import build_caption_model, get_decoder
+    from captioner.text.vocabulary import Vocabulary
+
+    keras.utils.set_random_seed(0)
+    vocab = Vocabulary.build([c for group in GROUPS for c in group], min_count=1)
+    model = build_caption_model(len(vocab), (CELLS, CHANNELS), embedding_dim=16, units=32, attention_units=8,
+                                dropout=0.5)
+    features = tf.constant(np.random.default_rng(0).normal(size=(12, CELLS, CHANNELS)).astype("float32"))
+    generator = CaptionGenerator(get_decoder(model), vocab, max_length=8)
+    for dropout in (False, True):
+        samples, log_probs = (x.numpy() for x in generator.sample(features, training=dropout))
+        mask = samples != vocab.pad_id
+        reference = _teacher_forced_log_probs(model, vocab, features, samples)
+        gap = np.abs(log_probs - reference)[mask]
+        if dropout:
+            assert gap.mean() > 0.05, "training=True must sample with dropout on"
+        else:
+            np.testing.assert_allclose(log_probs[mask], reference[mask], atol=1e-4)

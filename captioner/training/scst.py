@@ -3,8 +3,10 @@
 For each image the model samples several captions; each caption's reward is its CIDEr-D
 against the image's references, its baseline the mean reward of the other samples (Luo 2020),
 and the policy gradient raises the log-probability of captions that beat their siblings. Samples
-are drawn by the same decoding loop as greedy captions (CaptionGenerator.sample). Features are
-cached, so this runs on a CPU.
+are drawn by the same decoding loop as greedy captions (CaptionGenerator.sample) under the gradient
+tape: the log-probabilities of the drawing pass are the ones differentiated, so no second pass runs,
+and with dropout on (`dropout=True`) the masks that drew a caption are the ones its gradient sees.
+Features are cached, so this runs on a CPU.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
-from captioner.decoding.constraints import blocked_tokens
 from captioner.decoding.search import CaptionGenerator
 from captioner.models.base import get_decoder
 from captioner.text.vocabulary import Vocabulary
@@ -32,18 +32,21 @@ class SelfCriticalTrainer(keras.Model):
     """Wraps a caption model for fit() on (features, image index) batches with a CIDEr-D reward."""
 
     def __init__(self, caption_model: keras.Model, vocab: Vocabulary, reward: CiderD, samples: int = 5,
-                 max_length: int | None = None, **kwargs):
+                 max_length: int | None = None, dropout: bool = False, **kwargs):
+        """`max_length`: tokens per sampled caption, <end> included (default: the vocabulary's limit);
+        `dropout`: sample with dropout on (the mask of each draw is the one differentiated)."""
         super().__init__(**kwargs)
         if samples < 2:
             raise ValueError(f"self-critical training needs at least 2 samples per image, got {samples}")
         self.caption_model = caption_model
         self.generator = CaptionGenerator(get_decoder(caption_model), vocab, max_length)
+        self.max_length = max_length
+        self.dropout = dropout
         self.vocab = vocab
         self.reward = reward
         self.samples = samples
         self.reward_tracker = keras.metrics.Mean(name="reward")
         self.built = caption_model.built
-        self._blocked = blocked_tokens(vocab, block_unk=True)
 
     @property
     def metrics(self) -> list:
@@ -60,17 +63,13 @@ class SelfCriticalTrainer(keras.Model):
         features, image_index = data  # (batch, cells, channels), (batch,)
         features = tf.repeat(features, self.samples, axis=0)  # (batch * samples, cells, channels)
         image_index = tf.repeat(image_index, self.samples)
-        samples = self.generator.sample(features)  # (batch * samples, T)
-        rewards = tf.numpy_function(self._rewards, [samples, image_index], tf.float32)
-        rewards = tf.reshape(rewards, [-1, self.samples])  # (batch, samples)
-        advantage = tf.reshape(leave_one_out_advantage(rewards), [-1])  # (batch * samples,)
-        inputs = tf.concat([tf.fill([tf.shape(samples)[0], 1], self.vocab.start_id), samples[:, :-1]], 1)
-        mask = tf.cast(tf.not_equal(samples, self.vocab.pad_id), tf.float32)  # words and <end>
         with tf.GradientTape() as tape:
-            logits, _ = self.caption_model([features, inputs], training=False)  # (rows, T, V)
-            log_probs = ops.log_softmax(logits + self._blocked, axis=-1)
-            chosen = tf.gather(log_probs, samples, batch_dims=2)  # (rows, T)
-            loss = -tf.reduce_sum(advantage[:, None] * chosen * mask) / tf.reduce_sum(mask)
+            samples, log_probs = self.generator.sample(features, self.max_length, self.dropout)  # (rows, T) each
+            rewards = tf.numpy_function(self._rewards, [samples, image_index], tf.float32)
+            rewards = tf.reshape(rewards, [-1, self.samples])  # (batch, samples)
+            advantage = tf.stop_gradient(tf.reshape(leave_one_out_advantage(rewards), [-1]))  # (rows,)
+            mask = tf.cast(tf.not_equal(samples, self.vocab.pad_id), tf.float32)  # words and <end>
+            loss = -tf.reduce_sum(advantage[:, None] * log_probs * mask) / tf.reduce_sum(mask)
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         self.reward_tracker.update_state(rewards)
