@@ -54,9 +54,16 @@ class CaptionGenerator(Search):
         return beam_loop(TF, self.decoder, self.vocab, features, beam_size, length_penalty, block_unk, block_repeats,
                          max_length, keep)
 
-    def sample(self, features: tf.Tensor, max_length: int | None = None) -> tf.Tensor:
-        """One caption per row drawn from the model's distribution (<unk> never, repeats allowed):
-        (rows, longest sample) tokens, <pad> after <end>. Runs inside a traced training step."""
-        tokens, _, _ = self._sample(features, True, False, max_length or self.max_length, True)  # (rows, T)
+    def sample(self, features: tf.Tensor, max_length: int | None = None,
+               training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """One caption per row drawn from the model's distribution (<unk> never, repeats allowed).
+
+        Returns the tokens (rows, longest sample), <pad> after <end>, and each token's log-probability
+        (rows, longest sample), 0 after <end>. Under a GradientTape with training=True the log-probabilities
+        carry the gradient of the very pass that drew the words, dropout masks included (self-critical
+        training needs no second pass).
+        """
+        tokens, log_probs, _ = self._sample(features, True, False, max_length or self.max_length, True,
+                                            training)  # (rows, T) each
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(tokens != self.vocab.pad_id, tf.int32), axis=1))
-        return tokens[:, :longest]  # (rows, longest)
+        return tokens[:, :longest], log_probs[:, :longest]  # (rows, longest) each
