@@ -109,15 +109,14 @@ def _trainer_and_data(config: TrainConfig, caption_model: keras.Model, vocab: Vo
                                    config.batch_size, shuffle=True, seed=config.seed)
         dev_ds = caption_dataset(dev_features, *encode_split(dataset, dev_names, vocab),
                                  config.batch_size, shuffle=False)
-        captions = sum(len(dataset.captions[n]) for n in train_names) * (2 if config.hflip else 1)
-        return trainer, train_ds, dev_ds, captions // config.batch_size + 1
+        return trainer, train_ds, dev_ds, int(train_ds.cardinality())  # batches per pass, as length-bucketed
     references = [captions for mirrored in (False, True)[: 1 + config.hflip]  # one list per table row
                   for captions in split_captions(dataset, train_names, vocab.lang, vocab.tokenization, mirrored)]
     reward = CiderD([[vocab.tokenize(c) for c in captions] for captions in references])
     trainer = SelfCriticalTrainer(caption_model, vocab, reward, config.scst_samples, config.scst_max_length,
                                   config.scst_dropout)
     train_ds = image_dataset(train_features, config.batch_size, config.seed)
-    return trainer, train_ds, None, len(train_features) // config.batch_size + 1
+    return trainer, train_ds, None, int(train_ds.cardinality())
 
 
 class _Backup(keras.callbacks.BackupAndRestore):
