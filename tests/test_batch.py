@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 import pytest
+from model_checks import check_record
 from PIL import Image
 
 from captioner.decoding.options import DecodeOptions
@@ -90,13 +91,13 @@ def test_output_holds_the_same_captions_as_captioning_one_by_one(model, tmp_path
     assert (report.captioned, report.already_done, report.failures) == (5, 0, [])
     records = _records(tmp_path / f"out{suffix}")
     assert [r["image"] for r in records] == [str(p) for p in paths]
-    for record, path in zip(records, paths, strict=True):
+    for record, path, grid in zip(records, paths, model.encode(paths), strict=True):
         expected = model.caption(path, OPTIONS)
         assert record["caption"] == expected.text
         assert record["confidence"] == pytest.approx(expected.confidence, abs=1e-4)
-        assert 0 <= record["confidence"] <= 1
         assert [n["caption"] for n in record["n_best"]] == [a.text for a in expected.n_best]
-        assert record["n_best"][0]["caption"] == record["caption"]
+        # Each row's and n-best entry's confidence and log p are the model's own for that caption's words.
+        check_record(record, model.model, VOCAB, grid, model.generator.max_length)
 
 
 def test_interrupted_run_resumes_without_redoing_work(model, counting, tmp_path):

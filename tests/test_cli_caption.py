@@ -7,8 +7,10 @@ import json
 import keras
 import numpy as np
 import pytest
+from model_checks import check_record
 from PIL import Image
 
+import captioner
 from captioner.cli.main import main
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.serving.artifacts import ModelInfo, save_model
@@ -64,10 +66,13 @@ def test_n_best_json_lines(model_args, photos, capsys):
     assert main(["caption", str(photos), "--beam", "3", "--n-best", "3", "--json", *model_args]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["image"] for line in lines] == [str(photos / f"{i}.jpg") for i in range(3)]
-    for line in lines:
+    model = captioner.load(model_args[1], model_args[3], encoder_weights=None)  # the CLI's random encoder: shared
+    grids = model.encode([line["image"] for line in lines])
+    for line, grid in zip(lines, grids, strict=True):
         texts = [n["caption"] for n in line["n_best"]]
         assert texts[0] == line["caption"] and len(set(texts)) == len(texts) <= 3
-        assert all(0 <= n["confidence"] <= 1 for n in line["n_best"])
+        # Each alternative's confidence and log p are the model's own for its words, not another beam's.
+        check_record(line, model.model, model.vocab, grid, model.generator.max_length)
 
 
 def test_n_best_cannot_exceed_the_beam(model_args, photos, capsys):

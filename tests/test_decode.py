@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_checks import expected_scores, teacher_forced
 
 from captioner.decoding.constraints import repeat_mask
 from captioner.decoding.options import DecodeOptions
@@ -59,15 +60,6 @@ def features():
     """Four unseen noisy grids per group: (16, 9, 16)."""
     noise = np.random.default_rng(1).normal(scale=0.5, size=(16, CELLS, CHANNELS))
     return (np.repeat(CENTRES, 4, axis=0) + noise).astype("float32")
-
-
-def _teacher_forced_log_prob(model, features: np.ndarray, words: list[str]) -> float:
-    """log p(words, <end> | image) from one full forward pass of the saved model, not the decoder's steps."""
-    ids = [VOCAB.tokens.index(w) for w in words]
-    inputs = np.array([[VOCAB.start_id, *ids]], np.int32)  # (1, n + 1)
-    logits, _ = model([features[None], inputs], training=False)  # (1, n + 1, V)
-    log_probs = tf.nn.log_softmax(logits[0]).numpy()
-    return float(sum(log_probs[t, token] for t, token in enumerate([*ids, VOCAB.end_id])))
 
 
 def _repeats(written: list[int]) -> set[int]:
@@ -151,7 +143,7 @@ def test_scores_are_the_model_log_probabilities(model, generator, features):
     for image, caption in zip(features, generator.generate(features, options), strict=True):
         for alternative in caption.n_best:
             if len(alternative.words) < MAX_LENGTH:  # ended with <end>
-                expected = _teacher_forced_log_prob(model, image, alternative.words)
+                expected, _ = expected_scores(model, VOCAB, image, alternative.words)
                 np.testing.assert_allclose(alternative.log_prob, expected, rtol=1e-4, atol=1e-4)
                 assert alternative.score == pytest.approx(alternative.log_prob / (len(alternative.words) + 1) ** 0.7)
 
@@ -167,15 +159,6 @@ def test_n_best_entries_are_distinct_and_sorted(generator, features):
         assert scores == sorted(scores, reverse=True)
 
 
-def _teacher_forced(model, features: np.ndarray, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """One full forward pass over <start> + words: the probability of each next token (the words, then <end>)
-    and the attention weights of each step, (n + 1,) and (n + 1, cells)."""
-    ids = [VOCAB.tokens.index(w) for w in words]
-    logits, alpha = model([features[None], np.array([[VOCAB.start_id, *ids]], np.int32)], training=False)
-    probs = tf.nn.softmax(logits[0]).numpy()
-    return probs[np.arange(len(ids) + 1), [*ids, VOCAB.end_id]], np.asarray(alpha[0])
-
-
 def test_confidence_is_the_geometric_mean_of_the_token_probabilities(model, generator, features):
     """Recomputed from the model's own next-token probabilities, not from the caption's stored log_prob."""
     checked = 0
@@ -183,7 +166,7 @@ def test_confidence_is_the_geometric_mean_of_the_token_probabilities(model, gene
         for image, caption in zip(features, generator.generate(features, options), strict=True):
             for alternative in caption.n_best:
                 if len(alternative.words) < MAX_LENGTH:  # ended with <end>
-                    probs, _ = _teacher_forced(model, image, alternative.words)
+                    probs, _ = teacher_forced(model, VOCAB, image, alternative.words)
                     assert alternative.confidence == pytest.approx(np.prod(probs) ** (1 / len(probs)), rel=1e-4)
                     checked += 1
     assert checked >= 20
@@ -197,8 +180,8 @@ def test_attention_is_the_models_attention_for_those_words(model, generator, fea
             for alternative in caption.n_best:
                 assert alternative.attention.shape == (len(alternative.words), CELLS)
                 np.testing.assert_allclose(alternative.attention.sum(axis=1), 1.0, rtol=1e-5)
-                _, alpha = _teacher_forced(model, image, alternative.words)
-                np.testing.assert_allclose(alternative.attention, alpha[:len(alternative.words)], atol=1e-5)
+                _, alpha = teacher_forced(model, VOCAB, image, alternative.words)
+                np.testing.assert_allclose(alternative.attention, alpha, atol=1e-5)
 
 
 def test_max_length_is_respected(generator, features):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import pickle
 
+import keras
 import numpy as np
 import pytest
+from model_checks import check_caption
 
 from captioner.decoding.search import CaptionGenerator
 from captioner.errors import ArtifactError
-from captioner.models.base import build_caption_model, get_decoder
+from captioner.models.base import build_caption_model, get_decoder, registered_decoders
 from captioner.models.sat import ShowAttendTell, SoftAttention
 from captioner.serving.artifacts import ModelInfo, load_model, load_vocabulary, save_model, save_vocabulary
 from captioner.text.vocabulary import Vocabulary
@@ -30,11 +32,20 @@ def _inputs(batch=3, steps=5, seed=0):
     return features, tokens
 
 
-def test_shapes_and_attention_is_a_distribution(model):
+@pytest.mark.parametrize("name", registered_decoders())
+def test_shapes_and_attention_weighs_the_grid_cells(name):
+    """Each step's attention is over the grid's own cells: shuffling the cells shuffles every weight with its
+    cell and changes no logit (the context sums the same weighted cells), and it moves as the words do."""
+    keras.utils.set_random_seed(0)
+    model = build_caption_model(len(VOCAB), (9, 16), name, embedding_dim=8, units=12, attention_units=6)
     features, tokens = _inputs()
     logits, alpha = model([features, tokens], training=False)
     assert logits.shape == (3, 5, len(VOCAB)) and alpha.shape == (3, 5, 9)
-    np.testing.assert_allclose(np.sum(alpha, axis=-1), 1.0, rtol=1e-5)
+    order = np.random.default_rng(1).permutation(9)
+    shuffled_logits, shuffled_alpha = model([features[:, order], tokens], training=False)
+    np.testing.assert_allclose(shuffled_alpha, np.asarray(alpha)[..., order], atol=1e-6)
+    np.testing.assert_allclose(shuffled_logits, logits, atol=1e-5)
+    assert np.abs(np.diff(np.asarray(alpha), axis=1)).max() > 1e-3  # a new query each word, not one fixed map
 
 
 def test_dropout_only_in_training(model):
@@ -57,10 +68,10 @@ def test_greedy_decoding_returns_consistent_captions(model):
     features, _ = _inputs(batch=4)
     captions = CaptionGenerator(get_decoder(model), VOCAB, max_length=7).greedy(features)
     assert len(captions) == 4
-    for caption in captions:
+    for grid, caption in zip(features, captions, strict=True):
         assert caption.text == " ".join(caption.words)
         assert len(caption.words) <= 7 and caption.attention.shape == (len(caption.words), 9)
-        assert caption.log_prob <= 0 and 0 <= caption.confidence <= 1
+        check_caption(caption, model, VOCAB, grid, max_length=7)  # log p, confidence, attention of the model
 
 
 def test_h5_round_trip_preserves_outputs(model, tmp_path):
