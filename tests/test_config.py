@@ -42,3 +42,41 @@ def test_self_critical_recipes_are_checked():
     with pytest.raises(CaptionerError, match="scst_samples must be at least 2"):
         TrainConfig(data="d", objective="scst", init_from="m.h5", scst_samples=1)
     assert TrainConfig(data="d", objective="scst", init_from="m.h5").scst_samples == 5
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"select_beam": 0}, "select_beam must be at least 1"),
+    ({"eval_every": 0}, "eval_every must be at least 1"),
+    ({"objective": "scst", "init_from": "m.h5", "scst_max_length": 1}, "scst_max_length must leave room"),
+])
+def test_selection_and_sampling_settings_are_checked(settings, message):
+    with pytest.raises(CaptionerError, match=message):
+        TrainConfig(data="d", **settings)
+
+
+def test_dev_scores_decode_with_the_selection_search():
+    """select_beam reaches the dev scoring: the captions scored are the beam search's, not greedy ones."""
+    import keras
+    import numpy as np
+
+    from captioner.decoding.options import GREEDY, DecodeOptions
+    from captioner.decoding.search import CaptionGenerator
+    from captioner.models.base import build_caption_model, get_decoder
+    from captioner.text.vocabulary import Vocabulary
+    from captioner.training.callbacks import DevScores
+
+    keras.utils.set_random_seed(0)
+    vocab = Vocabulary.build(["a dog runs on the grass", "a cat sleeps on a red sofa"], min_count=1)
+    model = build_caption_model(len(vocab), (4, 8), embedding_dim=8, units=16, attention_units=8)
+    out_vocab = get_decoder(model).out_vocab
+    out_vocab.bias.assign(out_vocab.bias - 5 * keras.ops.one_hot(vocab.end_id, len(vocab)))  # no empty captions
+    features = np.random.default_rng(0).normal(size=(24, 4, 8)).astype("float32")
+    generator = CaptionGenerator(get_decoder(model), vocab, max_length=6)
+    names = [str(i) for i in range(len(features))]
+    beam = DecodeOptions(beam_size=4)
+    captions = {search: [c.text for c in generator.generate(features, search)] for search in (GREEDY, beam)}
+    assert captions[GREEDY] != captions[beam], "a model where the two searches differ"
+    for search in (GREEDY, beam):
+        references = {n: [caption] for n, caption in zip(names, captions[search], strict=True)}
+        scores = DevScores(generator, features, references, names, options=search).scores()
+        assert scores["BLEU-1"] > 0.99, search  # it scored exactly the captions of that search
