@@ -8,6 +8,11 @@ from keras import layers, ops
 from captioner.models.base import PACKAGE, CaptionDecoder, register_decoder
 
 
+def weighted_sum(alpha, values):
+    """Σ_i α_i v_i per row: α (batch, cells), values (batch, cells, D) → (batch, D), as one batched matrix product."""
+    return ops.squeeze(ops.matmul(ops.expand_dims(alpha, 1), values), 1)  # (batch, 1, D) → (batch, D)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SoftAttention(layers.Layer):
     """Additive (Bahdanau) attention over grid cells: e = w·tanh(W_a a_i + W_h h), α = softmax(e)."""
@@ -28,10 +33,14 @@ class SoftAttention(layers.Layer):
         """W_a a_i, computed once per image instead of once per word."""
         return self.key(features)  # (batch, cells, units)
 
+    def attend(self, keys, query):
+        """The weights α (batch, cells) of one query over the projected keys."""
+        hidden = ops.tanh(keys + ops.expand_dims(self.query(query), 1))  # (batch, cells, units)
+        return ops.softmax(ops.squeeze(self.score(hidden), -1), axis=-1)  # (batch, cells)
+
     def call(self, features, keys, query):
         """Return the context vector Σ α_i a_i and the weights α for one query."""
-        hidden = ops.tanh(keys + ops.expand_dims(self.query(query), 1))  # (batch, cells, units)
-        alpha = ops.softmax(ops.squeeze(self.score(hidden), -1), axis=-1)  # (batch, cells)
+        alpha = self.attend(keys, query)  # (batch, cells)
         context = ops.sum(features * ops.expand_dims(alpha, -1), axis=1)  # (batch, channels)
         return context, alpha
 
@@ -82,39 +91,60 @@ class ShowAttendTell(CaptionDecoder):
         self.out_vocab.build((None, self.embedding_dim))
 
     def prepare(self, features, training: bool = False) -> tuple[dict, list]:
-        """Memory: the grid and its projected attention keys; state: [h0, c0] from the mean feature.
+        """Memory: the projected attention keys and the grid's context maps; state: [h0, c0] from the mean feature.
 
+        The context z_t = Σ α_i a_i is linear in the grid, so the two maps that read it, the LSTM
+        kernel's context block and L_z, are applied to the cells here, once per image: a step then
+        takes a weighted sum of 49 rows instead of streaming those (channels × 4·units + E) weights.
         No dropout acts here, so `training` changes nothing."""
-        mean = ops.mean(features, axis=1)  # (batch, channels)
-        memory = {"features": features, "keys": self.attention.project_keys(features)}  # (batch, cells, ·)
-        return memory, [self.init_h(mean), self.init_c(mean)]  # 2 × (batch, units)
+        maps = [ops.matmul(features, self.cell.kernel[self.embedding_dim:]), self.out_z(features)]  # W a_i, L_z a_i
+        memory = {"keys": self.attention.project_keys(features),  # (batch, cells, A)
+                  "context_maps": ops.concatenate(maps, axis=-1)}  # (batch, cells, 4·units + E)
+        return memory, self._initial_state(features)
 
-    def _recur(self, embedded, state: list, memory: dict):
+    def _initial_state(self, features) -> list:
+        """[h0, c0] from the mean feature: 2 × (batch, units)."""
+        mean = ops.mean(features, axis=1)  # (batch, channels)
+        return [self.init_h(mean), self.init_c(mean)]
+
+    def _recur(self, embedded, state: list, features, keys):
         """One LSTM step: attend with h_{t-1}, gate the context, feed [E y_{t-1}, z_t]."""
-        context, alpha = self.attention(memory["features"], memory["keys"], state[0])  # (batch, C), (batch, cells)
+        context, alpha = self.attention(features, keys, state[0])  # (batch, C), (batch, cells)
         context = self.gate(state[0]) * context  # β_t z_t
         h, state = self.cell(ops.concatenate([embedded, context], axis=-1), state)  # (batch, units)
         return h, context, alpha, state
 
-    def _readout(self, embedded, h, context, training=None):
-        deep = embedded + self.out_h(self.dropout(h, training=training)) + self.out_z(context)
+    def _readout(self, embedded, h, context_out, training=None):
+        """Deep output L_o(E y_{t-1} + L_h h_t + L_z z_t), given L_z z_t."""
+        deep = embedded + self.out_h(self.dropout(h, training=training)) + context_out
         return self.out_vocab(self.dropout(deep, training=training))  # (..., V)
 
     def step(self, tokens, state: list, memory: dict, training: bool = False):
-        """Decode one word for a batch: previous tokens (batch,) → logits (batch, V), α, new state."""
+        """Decode one word for a batch: previous tokens (batch,) → logits (batch, V), α, new state.
+
+        The same maths as `call`, evaluated through the context maps of `prepare`."""
         embedded = self.dropout(self.embedding(tokens), training=training)  # (batch, E)
-        h, context, alpha, state = self._recur(embedded, state, memory)
-        return self._readout(embedded, h, context, training), alpha, state
+        h, c = state
+        alpha = self.attention.attend(memory["keys"], h)  # (batch, cells)
+        mapped = self.gate(h) * weighted_sum(alpha, memory["context_maps"])  # (batch, 4·units + E): β_t W z_t
+        width, cell = 4 * self.units, self.cell
+        z = (mapped[:, :width] + ops.matmul(embedded, cell.kernel[: self.embedding_dim])
+             + ops.matmul(h, cell.recurrent_kernel) + cell.bias)  # (batch, 4·units): LSTMCell's pre-activations
+        i, f, g, o = ops.split(z, 4, axis=-1)  # LSTMCell's gate order
+        c = cell.recurrent_activation(f) * c + cell.recurrent_activation(i) * cell.activation(g)  # (batch, units)
+        h = cell.recurrent_activation(o) * cell.activation(c)  # (batch, units)
+        return self._readout(embedded, h, mapped[:, width:], training), alpha, [h, c]
 
     def call(self, inputs, training=None):
         """Teacher forcing: features (batch, cells, C), tokens (batch, T) → logits (batch, T, V), α."""
         features, tokens = inputs
         embedded = self.dropout(self.embedding(tokens), training=training)  # (batch, T, E)
-        memory, state = self.prepare(features)
+        keys = self.attention.project_keys(features)  # (batch, cells, A)
+        state = self._initial_state(features)
 
         def body(carry, embedded_t):
             # keras.ops.scan stacks outputs shaped like the carry, so the carry holds them too.
-            h, context, alpha, (_, c) = self._recur(embedded_t, carry[:2], memory)
+            h, context, alpha, (_, c) = self._recur(embedded_t, carry[:2], features, keys)
             outputs = [h, c, context, alpha]
             return outputs, outputs
 
@@ -123,7 +153,7 @@ class ShowAttendTell(CaptionDecoder):
         time_major = ops.transpose(embedded, (1, 0, 2))  # (T, batch, E)
         _, (h, _, context, alpha) = ops.scan(body, first, time_major)  # (T, batch, ·) each
         h, context, alpha = (ops.transpose(x, (1, 0, 2)) for x in (h, context, alpha))  # (batch, T, ·)
-        return self._readout(embedded, h, context, training), alpha
+        return self._readout(embedded, h, self.out_z(context), training), alpha
 
     def get_config(self) -> dict:
         return {**super().get_config(), "vocab_size": self.vocab_size,
