@@ -35,11 +35,10 @@ class CaptionGenerator(Search):
 
     def __init__(self, decoder: StepDecoder, vocab: Vocabulary, max_length: int | None = None):
         super().__init__(decoder, vocab, max_length, TF)
-        # XLA fuses greedy decoding's one-row steps into a few kernels (1.3x faster on a 2-core AVX2 CPU), but its
-        # CPU matrix products for a few rows are slow there: beam search's k+1 rows ran 1.5x faster without it.
-        self._greedy = tf.function(self._greedy_graph, reduce_retracing=True, jit_compile=True)
+        # No XLA: on a 2-core AVX2 CPU its matrix products for a few rows ran beam search 1.5x slower, and since
+        # decoders map the grid once per image in `prepare` (a 49-row product), greedy decoding 1.8x slower too.
+        self._greedy = self._sample = tf.function(self._greedy_graph, reduce_retracing=True)
         self._beam = tf.function(self._beam_graph, reduce_retracing=True)
-        self._sample = tf.function(self._greedy_graph, reduce_retracing=True)  # random draws: no XLA
 
     def _inputs(self, features: np.ndarray) -> tf.Tensor:
         return _bucketed(features)
