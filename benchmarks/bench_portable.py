@@ -108,8 +108,7 @@ def main() -> None:
     parser.add_argument("--photos", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        model = args.export if args.worker == "portable" else args.model
-        print(json.dumps(worker(args.worker, model, args.tokenizer, args.photos, args.runs, args.seed_runs)))
+        print(json.dumps(worker(args.worker, args.model, args.tokenizer, args.photos, args.runs, args.seed_runs)))
         return
     if not Path(args.export, "manifest.json").is_file():
         subprocess.run([sys.executable, "-m", "captioner.cli.main", "export", args.model, "--tokenizer", args.tokenizer,
