@@ -90,7 +90,9 @@ def cpu_name() -> str:
 def run_path(path: str, model: str, tokenizer: str, photos: list[str], args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--worker", path, "--model", model, "--tokenizer", tokenizer,
                "--runs", str(args.runs), "--seed-runs", str(args.seed_runs), "--photos", *photos]
-    run = subprocess.run(command, capture_output=True, text=True, check=False)
+    root = str(Path(__file__).resolve().parents[1])  # this checkout's captioner, not another installed copy
+    checkout = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run(command, capture_output=True, text=True, check=False, env=checkout)
     if run.returncode:
         raise SystemExit(f"the {path} run failed:\n{run.stderr[-3000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])
