@@ -228,6 +228,23 @@ def test_repeat_mask_blocks_the_last_word_and_repeated_three_word_phrases():
     assert set(np.flatnonzero(repeat_mask(tf.constant(history), tf.constant(0), VOCAB).numpy()[0] < 0)) == set()
 
 
+def test_repeat_mask_blocks_a_noun_phrase_opened_twice():
+    """"a baby is holding a" may not go on with "baby", nor "a woman and" with "woman"; modifiers ("a red dog
+    and a red cat") and words after other words may repeat; NumPy and TensorFlow agree."""
+    vocab = Vocabulary.build(["a baby is holding a toy", "a woman and a man", "a red dog and a red cat",
+                              "the dog sees the dog"], min_count=1)
+    cases = {"a baby is holding a": {"a", "baby"}, "a woman and": {"and", "woman"},
+             "a red dog and a": {"a"}, "the dog sees the": {"the", "dog"},
+             "dog sees a": {"a"}}
+    for text, expected in cases.items():
+        ids = vocab.encode(text)[1:-1]  # without <start> and <end>
+        history = np.zeros((1, MAX_LENGTH), np.int32)
+        history[0, :len(ids)] = ids
+        for mask in (repeat_mask(history, len(ids), vocab),
+                     repeat_mask(tf.constant(history), tf.constant(len(ids)), vocab).numpy()):
+            assert {vocab.tokens[i] for i in np.flatnonzero(mask[0] < 0)} == expected, text
+
+
 def test_blocking_repeats_stops_a_model_that_stutters():
     """A decoder trained only on "go go go go go" says it again unless repeats are blocked."""
     keras.utils.set_random_seed(0)

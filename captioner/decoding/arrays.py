@@ -120,6 +120,11 @@ class NumpyOps:
         return x[rows]
 
     @staticmethod
+    def lookup(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """A (V,) table's entries for an array of token ids, in the ids' shape."""
+        return table[ids]
+
+    @staticmethod
     def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k largest of (batch, n), largest first, ties to the lower index (as tf.math.top_k)."""
         rows = np.arange(len(x))[:, None]

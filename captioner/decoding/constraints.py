@@ -1,4 +1,5 @@
-"""What a search may not write: special tokens, <unk>, and repeated words or three-token phrases.
+"""What a search may not write: special tokens, <unk>, repeated words or three-token phrases, and the same
+noun phrase opened twice ("a baby is holding a baby").
 
 Each is an additive mask over the vocabulary (0 or NEG_INF) that a search adds to the next-word
 log-probabilities, the same for greedy, beam search and sampling, in NumPy or TensorFlow alike
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from captioner.decoding.arrays import Array, ops_for
+from captioner.text.phrases import phrase_tables
 from captioner.text.vocabulary import Vocabulary
 
 NEG_INF = -1e9
@@ -26,7 +28,8 @@ def blocked_tokens(vocab: Vocabulary, block_unk: bool) -> np.ndarray:
 
 def repeat_mask(history: Array, t: Array, vocab: Vocabulary) -> Array:
     """(rows, V) mask of the tokens that would repeat a three-token phrase already written or, for
-    word vocabularies, the previous word, given each row's tokens so far (rows, T) (positions from
+    word vocabularies, the previous word or the head of a noun phrase already opened ("a baby is
+    holding a baby", "a woman and woman"), given each row's tokens so far (rows, T) (positions from
     t on unused). NumPy in, NumPy out; tensors in, a tensor out."""
     ops = ops_for(history)
     length = history.shape[1]
@@ -38,5 +41,15 @@ def repeat_mask(history: Array, t: Array, vocab: Vocabulary) -> Array:
              & (starts[None, :] + 2 < t) & (t >= 2))  # (rows, T-2)
     repeats = ops.count_tokens(history[:, 2:], ops.cast(match, "float32"), len(vocab))  # (rows, V)
     if vocab.tokenization == "words":
+        openers, heads = (ops.constant(table) for table in phrase_tables(vocab.tokens))  # (V,) each
         repeats += ops.one_hot(prev, len(vocab)) * ops.cast(t >= 1, "float32")  # the same word twice
+        repeats += _phrase_heads(ops, history, t, openers, heads, len(vocab)) * ops.lookup(openers, prev)[:, None]
     return ops.where(repeats > 0, NEG_INF, 0.0)  # (rows, V)
+
+
+def _phrase_heads(ops, history: Array, t: Array, openers: Array, heads: Array, depth: int) -> Array:
+    """(rows, V): how often each word already headed a noun phrase (followed an opener) before position t."""
+    positions = ops.arange(history.shape[1] - 1) + 1  # (T-1,): positions 1.. of history[:, 1:]
+    headed = (ops.lookup(openers, history[:, :-1]) * ops.lookup(heads, history[:, 1:])
+              * ops.cast(positions[None, :] < t, "float32"))  # (rows, T-1)
+    return ops.count_tokens(history[:, 1:], headed, depth)  # (rows, V)

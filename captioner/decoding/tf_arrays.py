@@ -98,6 +98,11 @@ class TensorFlowOps:
         return tf.ensure_shape(tf.gather(x, rows), x.shape)  # a graph loop variable keeps its static shape
 
     @staticmethod
+    def lookup(table: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+        """A (V,) table's entries for a tensor of token ids, in the ids' shape."""
+        return tf.gather(table, ids)
+
+    @staticmethod
     def top_k(x: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
         return tf.math.top_k(x, k)
 

@@ -7,18 +7,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
 
-# Words that open an English noun phrase, and modifiers that may repeat in a sound caption
-# ("a black dog and a black cat"): a phrase opened by one and headed by the other is not counted.
-DETERMINERS = frozenset({"a", "an", "the", "two", "three", "four", "several", "some", "his", "her", "their", "its"})
-MODIFIERS = frozenset({"black", "white", "brown", "red", "blue", "green", "yellow", "pink", "orange", "purple",
-                       "grey", "gray", "little", "small", "large", "big", "young", "old", "other", "same"})
+from captioner.text.phrases import OPENERS, is_phrase_head
 
 
 def repeated_noun_phrases(words: Sequence[str]) -> list[str]:
     """The words that open a noun phrase twice in one caption (after a determiner, or a bare "and"):
     ["baby"] for "a baby is holding a baby", ["woman"] for "a woman and woman are sitting"."""
-    heads = [word for det, word in pairwise(words) if (det in DETERMINERS or det == "and")
-             and word not in DETERMINERS and word not in MODIFIERS]
+    heads = [word for opener, word in pairwise(words) if opener in OPENERS and is_phrase_head(word)]
     return [word for word, count in Counter(heads).items() if count > 1]
 
 
