@@ -162,3 +162,25 @@ def test_sampled_log_probs_are_those_of_the_drawing_pass_with_or_without_dropout
             assert gap.mean() > 0.05, "training=True must sample with dropout on"
         else:
             np.testing.assert_allclose(log_probs[mask], reference[mask], atol=1e-4)
+
+
+def test_copies_draw_several_captions_of_each_image_in_row_order():
+    """sample(..., copies=n) prepares each image once and returns its n draws together (the layout the
+    self-critical baseline groups by): every row's log-probabilities are those of its own image."""
+    import keras
+    import tensorflow as tf
+
+    from captioner.decoding.search import CaptionGenerator
+    from captioner.models.base import build_caption_model, get_decoder
+    from captioner.text.vocabulary import Vocabulary
+
+    keras.utils.set_random_seed(1)
+    vocab = Vocabulary.build([c for group in GROUPS for c in group], min_count=1)
+    model = build_caption_model(len(vocab), (CELLS, CHANNELS), embedding_dim=16, units=32, attention_units=8)
+    features = np.random.default_rng(1).normal(scale=3.0, size=(4, CELLS, CHANNELS)).astype("float32")
+    samples, log_probs = (x.numpy() for x in CaptionGenerator(get_decoder(model), vocab, max_length=8).sample(
+        tf.constant(features), copies=3))
+    assert samples.shape[0] == 12
+    mask = samples != vocab.pad_id
+    reference = _teacher_forced_log_probs(model, vocab, tf.constant(np.repeat(features, 3, axis=0)), samples)
+    np.testing.assert_allclose(log_probs[mask], reference[mask], atol=1e-4)

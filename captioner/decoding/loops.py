@@ -56,12 +56,13 @@ def greedy_pick(ops, vocab: Vocabulary, log_probs: Array, alpha: Array, t: Any, 
 
 
 def greedy_loop(ops, decoder, vocab: Vocabulary, features: Array, block_unk: bool, block_repeats: bool,
-                max_length: int, sample: bool = False, training: bool = False) -> tuple:
-    """Greedy decoding (or sampling) of a batch: tokens (batch, T), log p (batch, T), α (batch, T, cells)."""
+                max_length: int, sample: bool = False, training: bool = False, copies: int = 1) -> tuple:
+    """Greedy decoding (or sampling) of a batch, `copies` rows per image (for several samples of each, the
+    decoder prepares each image once): tokens (batch*copies, T), log p (batch*copies, T), α (batch*copies, T, cells)."""
     blocked = ops.constant(blocked_tokens(vocab, block_unk))  # (V,)
-    batch = ops.rows(features)
+    batch = ops.rows(features) * copies
     outputs = greedy_outputs(ops, batch, features.shape[1], max_length)
-    memory, state = start(ops, decoder, features, 1, training)
+    memory, state = start(ops, decoder, features, copies, training)
     tokens = ops.fill([batch], vocab.start_id, "int32")  # (batch,)
     finished = ops.zeros([batch], "bool")
     for t in ops.steps(max_length):

@@ -44,25 +44,25 @@ class CaptionGenerator(Search):
         return _bucketed(features)
 
     def _greedy_graph(self, features: tf.Tensor, block_unk: bool, block_repeats: bool, max_length: int,
-                      sample: bool = False, training: bool = False) -> tuple:
+                      sample: bool = False, training: bool = False, copies: int = 1) -> tuple:
         return greedy_loop(TF, self.decoder, self.vocab, features, block_unk, block_repeats, max_length, sample,
-                           training)
+                           training, copies)
 
     def _beam_graph(self, features: tf.Tensor, beam_size: int, length_penalty: float, block_unk: bool,
                     block_repeats: bool, max_length: int, keep: int | None = None) -> tuple:
         return beam_loop(TF, self.decoder, self.vocab, features, beam_size, length_penalty, block_unk, block_repeats,
                          max_length, keep)
 
-    def sample(self, features: tf.Tensor, max_length: int | None = None,
-               training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-        """One caption per row drawn from the model's distribution (<unk> never, repeats allowed).
+    def sample(self, features: tf.Tensor, max_length: int | None = None, training: bool = False,
+               copies: int = 1) -> tuple[tf.Tensor, tf.Tensor]:
+        """`copies` captions per row drawn from the model's distribution (<unk> never, repeats allowed).
 
-        Returns the tokens (rows, longest sample), <pad> after <end>, and each token's log-probability
-        (rows, longest sample), 0 after <end>. Under a GradientTape with training=True the log-probabilities
-        carry the gradient of the very pass that drew the words, dropout masks included (self-critical
-        training needs no second pass).
+        Returns the tokens (rows*copies, longest sample), each row's copies together, <pad> after <end>, and
+        each token's log-probability (rows*copies, longest sample), 0 after <end>. Each image is prepared
+        once. Under a GradientTape with training=True the log-probabilities carry the gradient of the very
+        pass that drew the words, dropout masks included (self-critical training needs no second pass).
         """
         tokens, log_probs, _ = self._sample(features, True, False, max_length or self.max_length, True,
-                                            training)  # (rows, T) each
+                                            training, copies)  # (rows*copies, T) each
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(tokens != self.vocab.pad_id, tf.int32), axis=1))
         return tokens[:, :longest], log_probs[:, :longest]  # (rows, longest) each

@@ -61,10 +61,10 @@ class SelfCriticalTrainer(keras.Model):
 
     def train_step(self, data):
         features, image_index = data  # (batch, cells, channels), (batch,)
-        features = tf.repeat(features, self.samples, axis=0)  # (batch * samples, cells, channels)
-        image_index = tf.repeat(image_index, self.samples)
+        image_index = tf.repeat(image_index, self.samples)  # (batch * samples,)
         with tf.GradientTape() as tape:
-            samples, log_probs = self.generator.sample(features, self.max_length, self.dropout)  # (rows, T) each
+            samples, log_probs = self.generator.sample(features, self.max_length, self.dropout,
+                                                       self.samples)  # (batch * samples, T) each
             rewards = tf.numpy_function(self._rewards, [samples, image_index], tf.float32)
             rewards = tf.reshape(rewards, [-1, self.samples])  # (batch, samples)
             advantage = tf.stop_gradient(tf.reshape(leave_one_out_advantage(rewards), [-1]))  # (rows,)
