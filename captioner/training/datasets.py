@@ -29,13 +29,18 @@ def split_captions(dataset: CaptionDataset, names: list[str], lang: str, tokeniz
     return [[mirror_caption(c, lang, tokenization) for c in dataset.captions[name]] for name in names]
 
 
+def views(hflip: bool) -> tuple[bool, ...]:
+    """Which photos a training table holds, in row order: the originals, then with hflip their mirror images."""
+    return (False, True) if hflip else (False,)
+
+
 def encode_split(dataset: CaptionDataset, names: list[str], vocab: Vocabulary,
                  hflip: bool = False) -> tuple[np.ndarray, list[list[int]]]:
     """(image row of each caption, token ids of each caption) for the images `names`, in that order.
 
     hflip=True: then the same again for the mirrored photos, whose rows follow the originals'."""
     index, sequences = [], []
-    for mirrored in (False, True) if hflip else (False,):
+    for mirrored in views(hflip):
         for row, captions in enumerate(split_captions(dataset, names, vocab.lang, vocab.tokenization, mirrored)):
             for caption in captions:
                 index.append(row + mirrored * len(names))

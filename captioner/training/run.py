@@ -37,7 +37,7 @@ from captioner.serving.artifacts import ModelInfo, load_model, save_model, vocab
 from captioner.text.vocabulary import Vocabulary
 from captioner.training.callbacks import DevScores, plot_history
 from captioner.training.config import MONITORS, TrainConfig
-from captioner.training.datasets import Features, caption_dataset, encode_split, image_dataset, split_captions
+from captioner.training.datasets import Features, caption_dataset, encode_split, image_dataset, split_captions, views
 from captioner.training.rewards import CiderD
 from captioner.training.scst import SelfCriticalTrainer
 from captioner.training.xent import CaptionTrainer
@@ -110,7 +110,7 @@ def _trainer_and_data(config: TrainConfig, caption_model: keras.Model, vocab: Vo
         dev_ds = caption_dataset(dev_features, *encode_split(dataset, dev_names, vocab),
                                  config.batch_size, shuffle=False)
         return trainer, train_ds, dev_ds, int(train_ds.cardinality())  # batches per pass, as length-bucketed
-    references = [captions for mirrored in (False, True)[: 1 + config.hflip]  # one list per table row
+    references = [captions for mirrored in views(config.hflip)  # one list per table row
                   for captions in split_captions(dataset, train_names, vocab.lang, vocab.tokenization, mirrored)]
     reward = CiderD([[vocab.tokenize(c) for c in captions] for captions in references])
     trainer = SelfCriticalTrainer(caption_model, vocab, reward, config.scst_samples, config.scst_max_length,
