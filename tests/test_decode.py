@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from model_checks import expected_scores, teacher_forced
 
-from captioner.decoding.constraints import repeat_mask
+from captioner.decoding.constraints import RepeatBlocker
 from captioner.decoding.options import DecodeOptions
 from captioner.decoding.search import CaptionGenerator
 from captioner.models.base import build_caption_model, get_decoder
@@ -221,11 +221,12 @@ def test_repeat_mask_blocks_the_last_word_and_repeated_three_word_phrases():
     history[1, :2] = [5, 6]
     history[2, :4] = [8, 8, 9, 4]  # pairs never recur
     for t, rows in ((5, [0]), (2, [1]), (4, [2])):
-        mask = repeat_mask(tf.constant(history), tf.constant(t), VOCAB).numpy()
+        mask = RepeatBlocker(VOCAB)(tf.constant(history), tf.constant(t)).numpy()
         for row in rows:
             blocked = set(np.flatnonzero(mask[row] < 0))
             assert blocked == _repeats(history[row, :t].tolist())
-    assert set(np.flatnonzero(repeat_mask(tf.constant(history), tf.constant(0), VOCAB).numpy()[0] < 0)) == set()
+    mask = RepeatBlocker(VOCAB)(tf.constant(history), tf.constant(0)).numpy()
+    assert set(np.flatnonzero(mask[0] < 0)) == set()
 
 
 def test_repeat_mask_blocks_a_noun_phrase_opened_twice():
@@ -240,8 +241,8 @@ def test_repeat_mask_blocks_a_noun_phrase_opened_twice():
         ids = vocab.encode(text)[1:-1]  # without <start> and <end>
         history = np.zeros((1, MAX_LENGTH), np.int32)
         history[0, :len(ids)] = ids
-        for mask in (repeat_mask(history, len(ids), vocab),
-                     repeat_mask(tf.constant(history), tf.constant(len(ids)), vocab).numpy()):
+        for mask in (RepeatBlocker(vocab)(history, len(ids)),
+                     RepeatBlocker(vocab)(tf.constant(history), tf.constant(len(ids))).numpy()):
             assert {vocab.tokens[i] for i in np.flatnonzero(mask[0] < 0)} == expected, text
 
 
@@ -271,7 +272,8 @@ def test_character_vocabularies_may_double_a_character():
     history = np.zeros((2, MAX_LENGTH), np.int32)
     history[0, :2] = [dog, dog]
     history[1, :5] = [dog, bubble, dog, dog, bubble]  # "狗泡" again: 狗 would repeat "狗泡狗"
-    blocked = [set(np.flatnonzero(row < 0)) for row in repeat_mask(tf.constant(history), tf.constant(2), vocab).numpy()]
+    mask = RepeatBlocker(vocab)(tf.constant(history), tf.constant(2)).numpy()
+    blocked = [set(np.flatnonzero(row < 0)) for row in mask]
     assert blocked[0] == set()
-    mask = repeat_mask(tf.constant(history), tf.constant(5), vocab).numpy()
+    mask = RepeatBlocker(vocab)(tf.constant(history), tf.constant(5)).numpy()
     assert set(np.flatnonzero(mask[1] < 0)) == {dog}

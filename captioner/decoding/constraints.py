@@ -26,30 +26,39 @@ def blocked_tokens(vocab: Vocabulary, block_unk: bool) -> np.ndarray:
     return mask
 
 
-def repeat_mask(history: Array, t: Array, vocab: Vocabulary) -> Array:
-    """(rows, V) mask of the tokens that would repeat a three-token phrase already written or, for
-    word vocabularies, the previous word or the head of a noun phrase already opened ("a baby is
-    holding a baby", "a woman and woman"), given each row's tokens so far (rows, T) (positions from
-    t on unused). NumPy in, NumPy out; tensors in, a tensor out."""
-    ops = ops_for(history)
-    length = history.shape[1]
-    prev = ops.take_column(history, ops.where(t >= 1, t - 1, 0))  # (rows,)
-    before = ops.take_column(history, ops.where(t >= 2, t - 2, 0))  # (rows,)
-    # Earlier trigrams (s, s+1, s+2) with s+2 < t that start with the last two words.
-    starts = ops.arange(length - 2)  # (T-2,)
-    match = ((history[:, :-2] == before[:, None]) & (history[:, 1:-1] == prev[:, None])
-             & (starts[None, :] + 2 < t) & (t >= 2))  # (rows, T-2)
-    repeats = ops.count_tokens(history[:, 2:], ops.cast(match, "float32"), len(vocab))  # (rows, V)
-    if vocab.tokenization == "words":
-        openers, heads = (ops.constant(table) for table in phrase_tables(vocab.tokens))  # (V,) each
-        repeats += ops.one_hot(prev, len(vocab)) * ops.cast(t >= 1, "float32")  # the same word twice
-        repeats += _phrase_heads(ops, history, t, openers, heads, len(vocab)) * ops.lookup(openers, prev)[:, None]
-    return ops.where(repeats > 0, NEG_INF, 0.0)  # (rows, V)
+class RepeatBlocker:
+    """The repeat rules of one vocabulary, its tables built once per search.
 
+    Called with each row's tokens so far (rows, T) (positions from t on unused), it gives the (rows, V)
+    mask of the tokens that would repeat a three-token phrase already written or, for word
+    vocabularies, the previous word or (English) the head of a noun phrase already opened ("a baby is
+    holding a baby", "a woman and woman"). NumPy in, NumPy out; tensors in, a tensor out.
+    """
 
-def _phrase_heads(ops, history: Array, t: Array, openers: Array, heads: Array, depth: int) -> Array:
-    """(rows, V): how often each word already headed a noun phrase (followed an opener) before position t."""
-    positions = ops.arange(history.shape[1] - 1) + 1  # (T-1,): positions 1.. of history[:, 1:]
-    headed = (ops.lookup(openers, history[:, :-1]) * ops.lookup(heads, history[:, 1:])
-              * ops.cast(positions[None, :] < t, "float32"))  # (rows, T-1)
-    return ops.count_tokens(history[:, 1:], headed, depth)  # (rows, V)
+    def __init__(self, vocab: Vocabulary):
+        self.depth = len(vocab)
+        self.words = vocab.tokenization == "words"
+        self.openers, self.heads = phrase_tables(vocab)  # (V,) each
+
+    def __call__(self, history: Array, t: Array) -> Array:
+        ops = ops_for(history)
+        length = history.shape[1]
+        prev = ops.take_column(history, ops.where(t >= 1, t - 1, 0))  # (rows,)
+        before = ops.take_column(history, ops.where(t >= 2, t - 2, 0))  # (rows,)
+        # Earlier trigrams (s, s+1, s+2) with s+2 < t that start with the last two words.
+        starts = ops.arange(length - 2)  # (T-2,)
+        match = ((history[:, :-2] == before[:, None]) & (history[:, 1:-1] == prev[:, None])
+                 & (starts[None, :] + 2 < t) & (t >= 2))  # (rows, T-2)
+        repeats = ops.count_tokens(history[:, 2:], ops.cast(match, "float32"), self.depth)  # (rows, V)
+        if self.words:
+            openers = ops.constant(self.openers)  # (V,)
+            repeats += ops.one_hot(prev, self.depth) * ops.cast(t >= 1, "float32")  # the same word twice
+            repeats += self._phrase_heads(ops, history, t, openers) * ops.lookup(openers, prev)[:, None]
+        return ops.where(repeats > 0, NEG_INF, 0.0)  # (rows, V)
+
+    def _phrase_heads(self, ops, history: Array, t: Array, openers: Array) -> Array:
+        """(rows, V): how often each word already headed a noun phrase (followed an opener) before position t."""
+        positions = ops.arange(history.shape[1] - 1) + 1  # (T-1,): positions 1.. of history[:, 1:]
+        headed = (ops.lookup(openers, history[:, :-1]) * ops.lookup(ops.constant(self.heads), history[:, 1:])
+                  * ops.cast(positions[None, :] < t, "float32"))  # (rows, T-1)
+        return ops.count_tokens(history[:, 1:], headed, self.depth)  # (rows, V)

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from captioner.decoding.arrays import NUMPY, Array, nest_map
-from captioner.decoding.constraints import NEG_INF, blocked_tokens, repeat_mask
+from captioner.decoding.constraints import NEG_INF, RepeatBlocker, blocked_tokens
 from captioner.decoding.options import DEFAULT_DECODING, GREEDY, Caption, DecodeOptions
 from captioner.text.vocabulary import Vocabulary
 
@@ -60,6 +60,7 @@ def greedy_loop(ops, decoder, vocab: Vocabulary, features: Array, block_unk: boo
     """Greedy decoding (or sampling) of a batch, `copies` rows per image (for several samples of each, the
     decoder prepares each image once): tokens (batch*copies, T), log p (batch*copies, T), α (batch*copies, T, cells)."""
     blocked = ops.constant(blocked_tokens(vocab, block_unk))  # (V,)
+    repeat_mask = RepeatBlocker(vocab) if block_repeats else None
     batch = ops.rows(features) * copies
     outputs = greedy_outputs(ops, batch, features.shape[1], max_length)
     memory, state = start(ops, decoder, features, copies, training)
@@ -70,8 +71,8 @@ def greedy_loop(ops, decoder, vocab: Vocabulary, features: Array, block_unk: boo
             break
         logits, alpha, state = decoder.step(tokens, state, memory, training)  # (batch, V)
         log_probs = ops.log_softmax(logits) + blocked  # (batch, V)
-        if block_repeats:
-            log_probs += repeat_mask(outputs[0], t, vocab)
+        if repeat_mask is not None:
+            log_probs += repeat_mask(outputs[0], t)
         tokens, finished, outputs = greedy_pick(ops, vocab, log_probs, alpha, t, finished, outputs, sample)
     return outputs
 
@@ -90,7 +91,8 @@ class Beams(NamedTuple):
     done_alpha: Array  # (batch, k, T, cells)
 
 
-def beam_select(ops, vocab: Vocabulary, length_penalty: float, block_repeats: bool, blocked: Array, t: Any,
+def beam_select(ops, vocab: Vocabulary, length_penalty: float, repeat_mask: RepeatBlocker | None, blocked: Array,
+                t: Any,
                 logits: Array, alpha: Array, state: Any, beams: Beams) -> tuple:
     """One step of beam search after the decoder's: pick the survivors, the finished and the greedy word.
 
@@ -101,9 +103,9 @@ def beam_select(ops, vocab: Vocabulary, length_penalty: float, block_repeats: bo
     batch, k, max_length = ops.rows(beams.alive_seq), beams.alive_seq.shape[1], beams.alive_seq.shape[2]
     cells, vocab_size = beams.alive_alpha.shape[3], len(vocab)
     log_probs = ops.log_softmax(logits) + blocked  # (batch*(k+1), V)
-    if block_repeats:
+    if repeat_mask is not None:
         history = ops.concat([beams.alive_seq, beams.greedy[0][:, None]], 1)  # (batch, k+1, T)
-        log_probs += repeat_mask(ops.reshape(history, [-1, max_length]), t, vocab)
+        log_probs += repeat_mask(ops.reshape(history, [-1, max_length]), t)
     log_probs = ops.reshape(log_probs, [batch, k + 1, vocab_size])
     alpha = ops.reshape(alpha, [batch, k + 1, cells])
     greedy_tokens, greedy_finished, greedy = greedy_pick(
@@ -148,6 +150,7 @@ def beam_loop(ops, decoder, vocab: Vocabulary, features: Array, beam_size: int, 
     k = beam_size
     keep = min(keep or k, k)
     blocked = ops.constant(blocked_tokens(vocab, block_unk))  # (V,)
+    repeat_mask = RepeatBlocker(vocab) if block_repeats else None
     batch, cells = ops.rows(features), features.shape[1]
     memory, state = start(ops, decoder, features, k + 1)  # (batch * (k+1), ...): k beams, then greedy
     # Only the first beam is live at the start, so the first expansion is not k copies of one.
@@ -161,7 +164,7 @@ def beam_loop(ops, decoder, vocab: Vocabulary, features: Array, beam_size: int, 
 
     for t in ops.steps(max_length):
         logits, alpha, state = decoder.step(tokens, state, memory, False)  # (batch*(k+1), V), (batch*(k+1), cells)
-        tokens, state, beams = beam_select(ops, vocab, length_penalty, block_repeats, blocked, t, logits, alpha,
+        tokens, state, beams = beam_select(ops, vocab, length_penalty, repeat_mask, blocked, t, logits, alpha,
                                            state, beams)
         # log p only falls as a caption grows, so a live beam's best possible normalised score is
         # its current log p over the longest allowed length.

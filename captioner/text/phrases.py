@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from captioner.text.vocabulary import SPECIAL_TOKENS, Vocabulary
+
 DETERMINERS = frozenset({"a", "an", "the", "two", "three", "four", "several", "some", "his", "her", "their", "its"})
 OPENERS = DETERMINERS | {"and"}
 MODIFIERS = frozenset({"black", "white", "brown", "red", "blue", "green", "yellow", "pink", "orange", "purple",
@@ -20,11 +22,15 @@ def is_phrase_head(word: str) -> bool:
     return word not in DETERMINERS and word not in MODIFIERS
 
 
-def phrase_tables(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(V,) 0/1 tables over a vocabulary's tokens: which open a noun phrase, which can head one.
+def phrase_tables(vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+    """(V,) 0/1 tables over an English vocabulary: which tokens open a noun phrase, which can head one.
 
-    A vocabulary without these English words (German, Chinese) gets no openers, so nothing is blocked.
+    Other languages get no openers, so nothing is blocked for them. Built from a few dictionary
+    look-ups, cheap enough for every step of a search.
     """
-    openers = np.array([token in OPENERS for token in tokens], np.float32)
-    heads = np.array([is_phrase_head(token) and not token.startswith("<") for token in tokens], np.float32)
+    openers = np.zeros(len(vocab), np.float32)
+    heads = np.ones(len(vocab), np.float32)
+    if vocab.lang.split("-")[0] == "en" and vocab.tokenization == "words":
+        openers[vocab.ids(OPENERS)] = 1.0
+        heads[vocab.ids(DETERMINERS | MODIFIERS | set(SPECIAL_TOKENS))] = 0.0
     return openers, heads

@@ -124,6 +124,10 @@ class Vocabulary:
         ids = [self._index.get(t, self.unk_id) for t in self.tokenize(text)[: self.max_length]]
         return [self.start_id, *ids, self.end_id]
 
+    def ids(self, tokens: Iterable[str]) -> list[int]:
+        """The ids of those of `tokens` that are in the vocabulary (the others are skipped)."""
+        return [self._index[t] for t in tokens if t in self._index]
+
     def words(self, ids: Iterable[int]) -> list[str]:
         """Tokens up to the first <end>, without <pad> and <start>."""
         out = []
