@@ -67,6 +67,25 @@ def test_exported_captions_equal_the_keras_models(exported, shapes_model, flickr
     assert right >= len(held_out) // 2, "the exported model should still caption the shapes it learned"
 
 
+@pytest.mark.parametrize("fmt", ["litert", "savedmodel"])
+def test_litert_and_savedmodel_exports_caption_like_the_keras_model(fmt, exported, shapes_model, tmp_path):
+    """The other two formats on their own runtimes (LiteRT's interpreter; TensorFlow for a SavedModel): the
+    same features, captions, n-best lists and confidences as the Keras model."""
+    result = shapes_model["result"]
+    folder = export_model(result.model_path, result.vocab_path, fmt, tmp_path / fmt, shapes_model["weights"])
+    keras_model = exported[1]
+    portable = captioner.load(folder)
+    assert portable.runtime == fmt
+    photos = _photos(shapes_model)
+    features = keras_model.encode(photos)
+    np.testing.assert_allclose(portable.encode(photos), features, atol=1e-3)
+    for name, options in SEARCHES.items():
+        ours, theirs = portable.caption_features(features, options), keras_model.caption_features(features, options)
+        assert [[c.text for c in x.n_best] for x in ours] == [[c.text for c in x.n_best] for x in theirs], name
+        np.testing.assert_allclose([c.confidence for x in ours for c in x.n_best],
+                                   [c.confidence for x in theirs for c in x.n_best], atol=1e-3, err_msg=name)
+
+
 def test_the_folder_captions_without_tensorflow(exported, shapes_model):
     """`captioner.load(folder)` and `captioner caption --model folder` in a process where importing TensorFlow,
     Keras, tf2onnx or h5py fails: greedy, beam with n-best and attention all work."""
