@@ -42,15 +42,13 @@ def check_scores(words: list[str], log_prob: float, confidence: float, model, vo
     """Assert a caption's log-probability and confidence (as a Caption holds them, or as a CSV/JSON record
     wrote them) are the model's for those words of `grid`; returns the model's attention for them, (n, cells).
 
-    A caption of `max_length` words was cut before its <end>: its log p has no <end> term, and its
-    confidence is not checked (the library divides that log p by the words + 1 there too)."""
+    A caption of `max_length` words was cut before its <end>: its log p and confidence have no <end> term."""
     assert not set(words) & set(SPECIAL_TOKENS), words
     ended = len(words) < max_length
     probs, alpha = teacher_forced(model, vocab, grid, words, ended)
     np.testing.assert_allclose(log_prob, np.log(probs).sum(), rtol=rtol, atol=atol, err_msg=str(words))
-    if ended:
-        np.testing.assert_allclose(confidence, np.prod(probs) ** (1 / len(probs)), rtol=rtol, atol=atol,
-                                   err_msg=str(words))
+    np.testing.assert_allclose(confidence, np.prod(probs) ** (1 / len(probs)), rtol=rtol, atol=atol,
+                               err_msg=str(words))
     return alpha
 
 

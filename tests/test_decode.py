@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from model_checks import expected_scores, teacher_forced
+from model_checks import check_caption, expected_scores, teacher_forced
 
 from captioner.decoding.constraints import RepeatBlocker
 from captioner.decoding.options import DecodeOptions
@@ -184,10 +184,17 @@ def test_attention_is_the_models_attention_for_those_words(model, generator, fea
                 np.testing.assert_allclose(alternative.attention, alpha, atol=1e-5)
 
 
-def test_max_length_is_respected(generator, features):
+def test_max_length_is_respected(model, generator, features):
+    """Captions cut at max_length score their words only: no <end> term in log p or confidence."""
+    cut = 0
     for beam_size in (1, 3):
         captions = generator.generate(features, DecodeOptions(beam_size=beam_size, n_best=3, max_length=3))
         assert all(len(a.words) <= 3 for c in captions for a in c.n_best)
+        for image, caption in zip(features, captions, strict=True):
+            for alternative in caption.n_best:
+                check_caption(alternative, model, VOCAB, image, max_length=3)
+                cut += not alternative.ended
+    assert cut >= 5
 
 
 def test_captions_do_not_depend_on_the_batch(generator, features):

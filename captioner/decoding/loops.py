@@ -205,9 +205,10 @@ class Search:
 
     def _to_caption(self, tokens: np.ndarray, log_prob: float, alpha: np.ndarray, penalty: float) -> Caption:
         words = self.vocab.words(tokens)
-        length = len(words) + 1
+        ended = bool((np.asarray(tokens) == self.vocab.end_id).any())  # False: cut at max_length
+        length = len(words) + ended
         return Caption(self.vocab.decode(tokens), words, float(log_prob), alpha[: len(words)],
-                       score=float(log_prob) / length**penalty)
+                       score=float(log_prob) / length**penalty, ended=ended)
 
     def _greedy_captions(self, outputs: tuple, penalty: float, n: int) -> list[Caption]:
         """Captions from the greedy (tokens, log p, α) outputs of the first n rows."""

@@ -13,15 +13,16 @@ class Caption:
 
     text: str
     words: list[str]
-    log_prob: float  # sum of log-probabilities of the words and <end>
+    log_prob: float  # sum of log-probabilities of the words and <end> (if it ended)
     attention: np.ndarray = field(repr=False)  # (len(words), cells); each row sums to 1
     alternatives: list[Caption] = field(default_factory=list, repr=False)  # the runners-up, best first
     score: float = 0.0  # log_prob / length**length_penalty, what the search ranks by
+    ended: bool = True  # False for a caption cut at the maximum length: no <end> in log_prob
 
     @property
     def confidence(self) -> float:
-        """Geometric-mean probability of the generated tokens (<end> included), in [0, 1]."""
-        return float(np.exp(self.log_prob / (len(self.words) + 1)))
+        """Geometric-mean probability of the generated tokens (<end> included when written), in [0, 1]."""
+        return float(np.exp(self.log_prob / (len(self.words) + self.ended)))
 
     @property
     def n_best(self) -> list[Caption]:
@@ -45,8 +46,9 @@ class DecodeOptions:
     length_penalty: float = 0.7  # rank by log p / length**length_penalty; 0 = raw log-probability
     block_unk: bool = True
     # No word twice in a row and no three-word phrase twice ("on a bike on a bike"): the decoder's
-    # commonest flaw, as in fairseq's no_repeat_ngram_size=3. With character tokens only the
-    # three-character rule applies: Chinese doubles characters in words (狗狗, 泡泡, 滑滑梯).
+    # commonest flaw, as in fairseq's no_repeat_ngram_size=3; and, for English, no noun phrase opened
+    # twice ("a baby is holding a baby"). With character tokens only the three-character rule
+    # applies: Chinese doubles characters in words (狗狗, 泡泡, 滑滑梯).
     block_repeats: bool = True
     max_length: int | None = None  # tokens per caption; default: the vocabulary's max_length + 2
 
