@@ -92,8 +92,7 @@ class Beams(NamedTuple):
 
 
 def beam_select(ops, vocab: Vocabulary, length_penalty: float, repeat_mask: RepeatBlocker | None, blocked: Array,
-                t: Any,
-                logits: Array, alpha: Array, state: Any, beams: Beams) -> tuple:
+                t: Any, logits: Array, alpha: Array, state: Any, beams: Beams) -> tuple:
     """One step of beam search after the decoder's: pick the survivors, the finished and the greedy word.
 
     Expands every live beam, sends candidates ending in <end> to the finished pool (ranked by

@@ -65,4 +65,4 @@ class CaptionGenerator(Search):
         tokens, log_probs, _ = self._sample(features, True, False, max_length or self.max_length, True,
                                             training, copies)  # (rows*copies, T) each
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(tokens != self.vocab.pad_id, tf.int32), axis=1))
-        return tokens[:, :longest], log_probs[:, :longest]  # (rows, longest) each
+        return tokens[:, :longest], log_probs[:, :longest]  # (rows*copies, longest) each

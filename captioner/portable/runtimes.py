@@ -102,8 +102,8 @@ def open_function(runtime: str, path: Path, name: str, threads: int = 0):
 
     `threads` (0: one per core) is for the encoder and the decoder's prepare (49 cells × 1280 channels
     through the context maps: 7.3 ms on one AVX2 core, 3.8 ms on two); a step's few rows are too small
-    to split, so it runs on one thread (two cost 0.47 → 0.40 ms in isolation, but waking the second
-    thread at every step made beam 3 from features 20.6 → 26.0 ms in the search).
+    to split, so it runs on one thread (two took 0.40 ms against 0.47 in isolation, and were no faster
+    inside a search, where the second thread must wake at every step).
     """
     threads = 1 if name == "step" else threads
     if runtime == "onnx":
