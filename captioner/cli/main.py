@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--length-penalty", type=float, default=DECODE_DEFAULTS.length_penalty,
                          help="rank beams by log p / length**this; 0 favours short captions (default: %(default)s)")
     caption.add_argument("--allow-repeats", action="store_true",
-                         help="let a caption repeat a word or a three-word phrase (blocked by default)")
+                         help="let a caption repeat a word, a three-word phrase or a noun phrase "
+                              "(blocked by default)")
     caption.add_argument("--json", action="store_true", help="print JSON lines with scores and the n-best list")
     caption.add_argument("--attention", metavar="OUT.png",
                          help="also draw where the model looked for each word (one image only)")
@@ -150,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--length-penalty", type=float, default=DECODE_DEFAULTS.length_penalty,
                           help="rank beams by log p / length**this (default: %(default)s)")
     evaluate.add_argument("--allow-repeats", action="store_true",
-                          help="let captions repeat a word or a three-word phrase (blocked by default)")
+                          help="let captions repeat a word, a three-word phrase or a noun phrase "
+                              "(blocked by default)")
     export = commands.add_parser("export", help="export a model for the portable runtime (no TensorFlow)",
                                  description="Write the encoder (preprocessing included), the decoder's prepare "
                                              "and step and the vocabulary to one folder that `captioner caption "
