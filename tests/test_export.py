@@ -46,6 +46,17 @@ def _photos(shapes_model, flickr8k=None) -> list:
     return shapes + (sorted((flickr8k / "Images").glob("*.jpg"))[:6] if flickr8k else [])
 
 
+def _assert_same_captions(portable, keras_model, features) -> None:
+    """Every search gives the same captions, n-best lists, confidences and attention on both models."""
+    for name, options in SEARCHES.items():
+        ours, theirs = portable.caption_features(features, options), keras_model.caption_features(features, options)
+        assert [[c.text for c in x.n_best] for x in ours] == [[c.text for c in x.n_best] for x in theirs], name
+        np.testing.assert_allclose([c.confidence for x in ours for c in x.n_best],
+                                   [c.confidence for x in theirs for c in x.n_best], atol=1e-3, err_msg=name)
+        for mine, keras_caption in zip(ours, theirs, strict=True):
+            np.testing.assert_allclose(mine.attention, keras_caption.attention, atol=1e-3)
+
+
 def test_exported_captions_equal_the_keras_models(exported, shapes_model, flickr8k):
     """Synthetic test shapes and real dev photos: same features, same captions and n-best lists, same confidences."""
     folder, keras_model = exported
@@ -54,13 +65,7 @@ def test_exported_captions_equal_the_keras_models(exported, shapes_model, flickr
     photos = _photos(shapes_model, flickr8k)
     features = keras_model.encode(photos)
     np.testing.assert_allclose(portable.encode(photos), features, atol=1e-3)
-    for name, options in SEARCHES.items():
-        ours, theirs = portable.caption_features(features, options), keras_model.caption_features(features, options)
-        assert [[c.text for c in x.n_best] for x in ours] == [[c.text for c in x.n_best] for x in theirs], name
-        np.testing.assert_allclose([c.confidence for x in ours for c in x.n_best],
-                                   [c.confidence for x in theirs for c in x.n_best], atol=1e-3, err_msg=name)
-        for mine, keras_caption in zip(ours, theirs, strict=True):
-            np.testing.assert_allclose(mine.attention, keras_caption.attention, atol=1e-3)
+    _assert_same_captions(portable, keras_model, features)
     held_out = shapes_model["held_out"]
     right = sum(portable.caption(shapes_model["folder"] / "images" / name).text == text
                 for name, text in held_out.items())
@@ -70,7 +75,7 @@ def test_exported_captions_equal_the_keras_models(exported, shapes_model, flickr
 @pytest.mark.parametrize("fmt", ["litert", "savedmodel"])
 def test_litert_and_savedmodel_exports_caption_like_the_keras_model(fmt, exported, shapes_model, tmp_path):
     """The other two formats on their own runtimes (LiteRT's interpreter; TensorFlow for a SavedModel): the
-    same features, captions, n-best lists and confidences as the Keras model."""
+    same features, captions, n-best lists, confidences and attention as the Keras model."""
     result = shapes_model["result"]
     folder = export_model(result.model_path, result.vocab_path, fmt, tmp_path / fmt, shapes_model["weights"])
     keras_model = exported[1]
@@ -79,11 +84,7 @@ def test_litert_and_savedmodel_exports_caption_like_the_keras_model(fmt, exporte
     photos = _photos(shapes_model)
     features = keras_model.encode(photos)
     np.testing.assert_allclose(portable.encode(photos), features, atol=1e-3)
-    for name, options in SEARCHES.items():
-        ours, theirs = portable.caption_features(features, options), keras_model.caption_features(features, options)
-        assert [[c.text for c in x.n_best] for x in ours] == [[c.text for c in x.n_best] for x in theirs], name
-        np.testing.assert_allclose([c.confidence for x in ours for c in x.n_best],
-                                   [c.confidence for x in theirs for c in x.n_best], atol=1e-3, err_msg=name)
+    _assert_same_captions(portable, keras_model, features)
 
 
 def test_the_folder_captions_without_tensorflow(exported, shapes_model):
