@@ -3,8 +3,9 @@
 With a beam at least as wide as the number of hypotheses at any step, beam search is exhaustive, so
 its best caption and its n-best list must be exactly the top of a by-hand enumeration scored with
 teacher-forced log-probabilities from one forward pass of the Keras model (never the decoder's steps).
-The enumeration mirrors what `Caption.score` promises: log p / (len(words) + 1)**length_penalty, where
-a caption that ended scores its words and <end>, and one cut at max_length scores its words only.
+The enumeration mirrors what `Caption.score` promises: log p / (scored tokens)**length_penalty, where a
+caption that ended scores its words and <end> (len(words) + 1 tokens), and one cut at max_length scores
+its words only (len(words) tokens).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def _enumerate(model: keras.Model, vocab: Vocabulary, grid: np.ndarray, max_leng
                 log_p += float(row[n, vocab.end_id])
             text = vocab.decode(sequence)
             assert text not in captions
-            captions[text] = (log_p / (n + 1) ** penalty, log_p)
+            captions[text] = (log_p / (n + (n < max_length)) ** penalty, log_p)
     return captions
 
 
