@@ -39,6 +39,7 @@ class RepeatBlocker:
         self.depth = len(vocab)
         self.words = vocab.tokenization == "words"
         self.openers, self.heads = phrase_tables(vocab)  # (V,) each
+        self.phrases = bool(self.openers.any())  # English words: without openers the rule has nothing to block
 
     def __call__(self, history: Array, t: Array) -> Array:
         ops = ops_for(history)
@@ -51,8 +52,9 @@ class RepeatBlocker:
                  & (starts[None, :] + 2 < t) & (t >= 2))  # (rows, T-2)
         repeats = ops.count_tokens(history[:, 2:], ops.cast(match, "float32"), self.depth)  # (rows, V)
         if self.words:
-            openers = ops.constant(self.openers)  # (V,)
             repeats += ops.one_hot(prev, self.depth) * ops.cast(t >= 1, "float32")  # the same word twice
+        if self.phrases:
+            openers = ops.constant(self.openers)  # (V,)
             repeats += self._phrase_heads(ops, history, t, openers) * ops.lookup(openers, prev)[:, None]
         return ops.where(repeats > 0, NEG_INF, 0.0)  # (rows, V)
 

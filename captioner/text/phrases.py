@@ -26,7 +26,7 @@ def phrase_tables(vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
     """(V,) 0/1 tables over an English vocabulary: which tokens open a noun phrase, which can head one.
 
     Other languages get no openers, so nothing is blocked for them. Built from a few dictionary
-    look-ups, cheap enough for every step of a search.
+    look-ups, once per search (decoding.constraints.RepeatBlocker).
     """
     openers = np.zeros(len(vocab), np.float32)
     heads = np.ones(len(vocab), np.float32)
