@@ -222,17 +222,24 @@ def test_invalid_beam_size(generator, features):
         generator.generate(features, DecodeOptions(beam_size=0))
 
 
+def _repeat_mask(vocab: Vocabulary, history, t):
+    """What RepeatBlocker adds to log-probabilities (rows, V): 0, or NEG_INF (or a multiple) where it blocks."""
+    zeros = np.zeros((len(history), len(vocab)), np.float32)
+    return RepeatBlocker(vocab)(tf.constant(zeros) if tf.is_tensor(history) else zeros, history, t)
+
+
 def test_repeat_mask_blocks_the_last_word_and_repeated_three_word_phrases():
     history = np.zeros((3, MAX_LENGTH), np.int32)
     history[0, :5] = [5, 6, 7, 5, 6]  # "5 6" again: 7 would repeat "5 6 7"; 6 would follow itself
     history[1, :2] = [5, 6]
     history[2, :4] = [8, 8, 9, 4]  # pairs never recur
     for t, rows in ((5, [0]), (2, [1]), (4, [2])):
-        mask = RepeatBlocker(VOCAB)(tf.constant(history), tf.constant(t)).numpy()
-        for row in rows:
-            blocked = set(np.flatnonzero(mask[row] < 0))
-            assert blocked == _repeats(history[row, :t].tolist())
-    mask = RepeatBlocker(VOCAB)(tf.constant(history), tf.constant(0)).numpy()
+        for mask in (_repeat_mask(VOCAB, history, t),
+                     _repeat_mask(VOCAB, tf.constant(history), tf.constant(t)).numpy()):
+            for row in rows:
+                blocked = set(np.flatnonzero(mask[row] < 0))
+                assert blocked == _repeats(history[row, :t].tolist())
+    mask = _repeat_mask(VOCAB, tf.constant(history), tf.constant(0)).numpy()
     assert set(np.flatnonzero(mask[0] < 0)) == set()
 
 
@@ -248,8 +255,8 @@ def test_repeat_mask_blocks_a_noun_phrase_opened_twice():
         ids = vocab.encode(text)[1:-1]  # without <start> and <end>
         history = np.zeros((1, MAX_LENGTH), np.int32)
         history[0, :len(ids)] = ids
-        for mask in (RepeatBlocker(vocab)(history, len(ids)),
-                     RepeatBlocker(vocab)(tf.constant(history), tf.constant(len(ids))).numpy()):
+        for mask in (_repeat_mask(vocab, history, len(ids)),
+                     _repeat_mask(vocab, tf.constant(history), tf.constant(len(ids))).numpy()):
             assert {vocab.tokens[i] for i in np.flatnonzero(mask[0] < 0)} == expected, text
 
 
@@ -279,8 +286,8 @@ def test_character_vocabularies_may_double_a_character():
     history = np.zeros((2, MAX_LENGTH), np.int32)
     history[0, :2] = [dog, dog]
     history[1, :5] = [dog, bubble, dog, dog, bubble]  # "狗泡" again: 狗 would repeat "狗泡狗"
-    mask = RepeatBlocker(vocab)(tf.constant(history), tf.constant(2)).numpy()
+    mask = _repeat_mask(vocab, tf.constant(history), tf.constant(2)).numpy()
     blocked = [set(np.flatnonzero(row < 0)) for row in mask]
     assert blocked[0] == set()
-    mask = RepeatBlocker(vocab)(tf.constant(history), tf.constant(5)).numpy()
+    mask = _repeat_mask(vocab, tf.constant(history), tf.constant(5)).numpy()
     assert set(np.flatnonzero(mask[1] < 0)) == {dog}

@@ -136,10 +136,12 @@ class NumpyOps:
         return x[rows, index], index.astype(np.int32)
 
     @staticmethod
-    def count_tokens(tokens: np.ndarray, weights: np.ndarray, depth: int) -> np.ndarray:
-        """Per row, the summed weight of each token id: tokens, weights (rows, n) → (rows, depth)."""
-        flat = (np.arange(len(tokens))[:, None] * depth + tokens).ravel()  # (rows * n,) cells of (rows, depth)
-        return np.bincount(flat, weights.ravel(), len(tokens) * depth).reshape(len(tokens), depth).astype(np.float32)
+    def add_at(x: np.ndarray, tokens: np.ndarray, hits: np.ndarray, value: float) -> np.ndarray:
+        """x (rows, depth) plus `value` at (row, tokens[row, j]) for every hit[row, j], once per hit."""
+        rows, columns = np.nonzero(hits)  # tokens, hits (rows, n)
+        out = x.copy()
+        np.add.at(out, (rows, tokens[rows, columns]), np.float32(value))
+        return out
 
 
 NUMPY = NumpyOps()

@@ -1,9 +1,8 @@
 """What a search may not write: special tokens, <unk>, repeated words or three-token phrases, and the same
 noun phrase opened twice ("a baby is holding a baby").
 
-Each is an additive mask over the vocabulary (0 or NEG_INF) that a search adds to the next-word
-log-probabilities, the same for greedy, beam search and sampling, in NumPy or TensorFlow alike
-(captioner.decoding.arrays).
+Each adds NEG_INF to the next-word log-probabilities of the tokens it forbids, the same for greedy,
+beam search and sampling, in NumPy or TensorFlow alike (captioner.decoding.arrays).
 """
 
 from __future__ import annotations
@@ -29,38 +28,40 @@ def blocked_tokens(vocab: Vocabulary, block_unk: bool) -> np.ndarray:
 class RepeatBlocker:
     """The repeat rules of one vocabulary, its tables built once per search.
 
-    Called with each row's tokens so far (rows, T) (positions from t on unused), it gives the (rows, V)
-    mask of the tokens that would repeat a three-token phrase already written or, for word
-    vocabularies, the previous word or (English) the head of a noun phrase already opened ("a baby is
-    holding a baby", "a woman and woman"). NumPy in, NumPy out; tensors in, a tensor out.
+    Called with the next-word log-probabilities (rows, V) and each row's tokens so far (rows, T)
+    (positions from t on unused), it returns the log-probabilities with NEG_INF added to the tokens
+    that would repeat a three-token phrase already written or, for word vocabularies, the previous
+    word or (English) the head of a noun phrase already opened ("a baby is holding a baby", "a woman
+    and woman"). The offending tokens are scattered into the rows directly, a few per row, rather than
+    built up as a dense (rows, V) mask. NumPy in, NumPy out; tensors in, a tensor out.
     """
 
     def __init__(self, vocab: Vocabulary):
-        self.depth = len(vocab)
         self.words = vocab.tokenization == "words"
         self.openers, self.heads = phrase_tables(vocab)  # (V,) each
         self.phrases = bool(self.openers.any())  # English words: without openers the rule has nothing to block
 
-    def __call__(self, history: Array, t: Array) -> Array:
+    def __call__(self, log_probs: Array, history: Array, t: Array) -> Array:
         ops = ops_for(history)
         length = history.shape[1]
         prev = ops.take_column(history, ops.where(t >= 1, t - 1, 0))  # (rows,)
         before = ops.take_column(history, ops.where(t >= 2, t - 2, 0))  # (rows,)
-        # Earlier trigrams (s, s+1, s+2) with s+2 < t that start with the last two words.
+        # Earlier trigrams (s, s+1, s+2) with s+2 < t that start with the last two words: their third word.
         starts = ops.arange(length - 2)  # (T-2,)
-        match = ((history[:, :-2] == before[:, None]) & (history[:, 1:-1] == prev[:, None])
-                 & (starts[None, :] + 2 < t) & (t >= 2))  # (rows, T-2)
-        repeats = ops.count_tokens(history[:, 2:], ops.cast(match, "float32"), self.depth)  # (rows, V)
-        if self.words:
-            repeats += ops.one_hot(prev, self.depth) * ops.cast(t >= 1, "float32")  # the same word twice
-        if self.phrases:
+        tokens = [history[:, 2:]]  # (rows, T-2)
+        hits = [(history[:, :-2] == before[:, None]) & (history[:, 1:-1] == prev[:, None])
+                & (starts[None, :] + 2 < t) & (t >= 2)]  # (rows, T-2)
+        if self.words:  # the same word twice
+            tokens.append(prev[:, None])  # (rows, 1)
+            hits.append((prev[:, None] >= 0) & (t >= 1))  # (rows, 1)
+        if self.phrases:  # after an opener, a word that already headed a noun phrase
             openers = ops.constant(self.openers)  # (V,)
-            repeats += self._phrase_heads(ops, history, t, openers) * ops.lookup(openers, prev)[:, None]
-        return ops.where(repeats > 0, NEG_INF, 0.0)  # (rows, V)
+            tokens.append(history[:, 1:])  # (rows, T-1)
+            hits.append(self._phrase_heads(ops, history, t, openers) * ops.lookup(openers, prev)[:, None] > 0)
+        return ops.add_at(log_probs, ops.concat(tokens, 1), ops.concat(hits, 1), NEG_INF)  # (rows, V)
 
     def _phrase_heads(self, ops, history: Array, t: Array, openers: Array) -> Array:
-        """(rows, V): how often each word already headed a noun phrase (followed an opener) before position t."""
+        """(rows, T-1): 1 where history[:, 1:] headed a noun phrase (followed an opener) before position t."""
         positions = ops.arange(history.shape[1] - 1) + 1  # (T-1,): positions 1.. of history[:, 1:]
-        headed = (ops.lookup(openers, history[:, :-1]) * ops.lookup(ops.constant(self.heads), history[:, 1:])
-                  * ops.cast(positions[None, :] < t, "float32"))  # (rows, T-1)
-        return ops.count_tokens(history[:, 1:], headed, self.depth)  # (rows, V)
+        return (ops.lookup(openers, history[:, :-1]) * ops.lookup(ops.constant(self.heads), history[:, 1:])
+                * ops.cast(positions[None, :] < t, "float32"))  # (rows, T-1)

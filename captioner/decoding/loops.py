@@ -72,7 +72,7 @@ def greedy_loop(ops, decoder, vocab: Vocabulary, features: Array, block_unk: boo
         logits, alpha, state = decoder.step(tokens, state, memory, training)  # (batch, V)
         log_probs = ops.log_softmax(logits) + blocked  # (batch, V)
         if repeat_mask is not None:
-            log_probs += repeat_mask(outputs[0], t)
+            log_probs = repeat_mask(log_probs, outputs[0], t)
         tokens, finished, outputs = greedy_pick(ops, vocab, log_probs, alpha, t, finished, outputs, sample)
     return outputs
 
@@ -104,7 +104,7 @@ def beam_select(ops, vocab: Vocabulary, length_penalty: float, repeat_mask: Repe
     log_probs = ops.log_softmax(logits) + blocked  # (batch*(k+1), V)
     if repeat_mask is not None:
         history = ops.concat([beams.alive_seq, beams.greedy[0][:, None]], 1)  # (batch, k+1, T)
-        log_probs += repeat_mask(ops.reshape(history, [-1, max_length]), t)
+        log_probs = repeat_mask(log_probs, ops.reshape(history, [-1, max_length]), t)
     log_probs = ops.reshape(log_probs, [batch, k + 1, vocab_size])
     alpha = ops.reshape(alpha, [batch, k + 1, cells])
     greedy_tokens, greedy_finished, greedy = greedy_pick(

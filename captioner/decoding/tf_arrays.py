@@ -107,12 +107,11 @@ class TensorFlowOps:
         return tf.math.top_k(x, k)
 
     @staticmethod
-    def count_tokens(tokens: tf.Tensor, weights: tf.Tensor, depth: int) -> tf.Tensor:
-        """Per row, the summed weight of each token id: tokens, weights (rows, n) → (rows, depth)."""
-        rows = tf.shape(tokens)[0]
-        row_ids = tf.broadcast_to(tf.range(rows)[:, None], tf.shape(tokens))
+    def add_at(x: tf.Tensor, tokens: tf.Tensor, hits: tf.Tensor, value: float) -> tf.Tensor:
+        """x (rows, depth) plus `value` at (row, tokens[row, j]) for every hit[row, j], once per hit."""
+        row_ids = tf.broadcast_to(tf.range(tf.shape(tokens)[0])[:, None], tf.shape(tokens))  # tokens, hits (rows, n)
         indices = tf.stack([row_ids, tokens], -1)  # (rows, n, 2)
-        return tf.scatter_nd(tf.reshape(indices, [-1, 2]), tf.reshape(weights, [-1]), [rows, depth])
+        return tf.tensor_scatter_nd_add(x, indices, tf.where(hits, value, 0.0))
 
 
 TF = TensorFlowOps()
