@@ -49,6 +49,24 @@ def test_stepping_gives_the_teacher_forced_logits(name):
         np.testing.assert_allclose(step_alpha, alpha[:, t], atol=1e-5)
 
 
+@pytest.mark.parametrize("name", registered_decoders())
+def test_rows_of_one_image_share_its_memory(name):
+    """Three rows per image over one memory per image step exactly as three images, each row its own memory copy:
+    the rows stay with their own image (a mix-up of images or of rows within one would not match)."""
+    decoder = get_decoder(_model(1, name))
+    features = _features(2)
+    copies = 3
+    tokens = np.random.default_rng(5).integers(1, len(VOCAB), size=(len(features) * copies, 4)).astype("int32")
+    memory, state = decoder.prepare(tf.constant(features))  # memory: 2 images
+    state = tf.nest.map_structure(lambda s: tf.repeat(s, copies, axis=0), state)  # 6 rows
+    own_memory, own_state = decoder.prepare(tf.constant(np.repeat(features, copies, axis=0)))  # 6 images
+    for t in range(tokens.shape[1]):
+        logits, alpha, state = decoder.step(tf.constant(tokens[:, t]), state, memory)
+        own_logits, own_alpha, own_state = decoder.step(tf.constant(tokens[:, t]), own_state, own_memory)
+        np.testing.assert_allclose(logits, own_logits, atol=1e-5)
+        np.testing.assert_allclose(alpha, own_alpha, atol=1e-6)
+
+
 def test_model_files_record_the_decoder_and_old_files_load_as_sat(tmp_path):
     model = _model(0)
     save_model(model, VOCAB, ModelInfo("mobilenet_v2", 224, len(VOCAB), VOCAB.fingerprint), tmp_path / "m.h5",

@@ -21,11 +21,10 @@ from captioner.text.vocabulary import Vocabulary
 
 
 def start(ops, decoder, features: Array, copies: int, training: bool = False) -> tuple[Any, Any]:
-    """The decoder's memory and initial state, each computed once per image and repeated `copies` times."""
+    """The decoder's memory, computed once per image and shared by its rows, and the initial state of each of
+    its `copies` rows (rows = batch × copies, each image's rows together)."""
     memory, state = decoder.prepare(features, training=training)  # (batch, ...) each
-    if copies == 1:
-        return memory, state
-    return nest_map(lambda x: ops.repeat(x, copies), memory), nest_map(lambda x: ops.repeat(x, copies), state)
+    return memory, state if copies == 1 else nest_map(lambda x: ops.repeat(x, copies), state)
 
 
 def greedy_outputs(ops, batch: Any, cells: int, max_length: int) -> tuple:
@@ -153,7 +152,7 @@ def beam_loop(ops, decoder, vocab: Vocabulary, features: Array, beam_size: int, 
     blocked = ops.constant(blocked_tokens(vocab, block_unk))  # (V,)
     repeat_mask = RepeatBlocker(vocab) if block_repeats else None
     batch, cells = ops.rows(features), features.shape[1]
-    memory, state = start(ops, decoder, features, k + 1)  # (batch * (k+1), ...): k beams, then greedy
+    memory, state = start(ops, decoder, features, k + 1)  # state (batch * (k+1), ...): k beams, then greedy
     # Only the first beam is live at the start, so the first expansion is not k copies of one.
     beams = Beams(greedy_outputs(ops, batch, cells, max_length), ops.zeros([batch], "bool"),
                   ops.tile(ops.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch, 1]),

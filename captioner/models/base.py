@@ -30,14 +30,16 @@ class StepDecoder(Protocol):
         """Features (batch, cells, channels) → (memory, state); `training` turns dropout on (self-critical sampling).
 
         `memory` is computed once per image and stays fixed while decoding (e.g. projected attention
-        keys); `state` is the initial recurrent state. A search repeats both once per hypothesis row.
+        keys); `state` is the initial recurrent state. A search repeats the state once per hypothesis
+        row; the memory stays one per image, shared by that image's rows.
         """
 
     def step(self, tokens, state: Nest, memory: Nest, training: bool = False) -> tuple[Any, Any, Nest]:
         """Previous tokens (rows,) → next-word logits (rows, V), attention (rows, cells), new state.
 
-        Beam search reorders the rows of `state` between steps; `memory` rows are never reordered
-        (a hypothesis only ever moves between rows of its own image).
+        rows = batch × copies, each image's rows together, over the memory of its batch images: beam
+        search reads one memory for an image's beams instead of a copy per beam. Beam search reorders
+        the rows of `state` between steps, only ever among the rows of one image.
         """
 
 

@@ -9,8 +9,16 @@ from captioner.models.base import PACKAGE, CaptionDecoder, register_decoder
 
 
 def weighted_sum(alpha, values):
-    """Σ_i α_i v_i per row: α (batch, cells), values (batch, cells, D) → (batch, D), as one batched matrix product."""
-    return ops.squeeze(ops.matmul(ops.expand_dims(alpha, 1), values), 1)  # (batch, 1, D) → (batch, D)
+    """Σ_i α_i v_i per row: α (rows, cells), values (batch, cells, D) → (rows, D), where rows = batch × copies
+    with each image's rows together; one matrix product per image, over values never copied per row."""
+    batch, cells, depth = ops.shape(values)
+    grouped = ops.reshape(alpha, (batch, -1, cells))  # (batch, copies, cells)
+    return ops.reshape(ops.matmul(grouped, values), (-1, depth))  # (batch, copies, D) → (rows, D)
+
+
+def per_row(x, rows):
+    """An image-level array (batch, D) repeated for each of its rows: (rows, D), rows = batch × copies."""
+    return ops.repeat(x, ops.shape(rows)[0] // ops.shape(x)[0], axis=0)  # (rows, D)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -34,15 +42,20 @@ class SoftAttention(layers.Layer):
         return self.key(features)  # (batch, cells, units)
 
     def attend(self, keys, query):
-        """The weights α (batch, cells) of one query over the projected keys."""
-        hidden = ops.tanh(keys + ops.expand_dims(self.query(query), 1))  # (batch, cells, units)
-        return ops.softmax(ops.squeeze(self.score(hidden), -1), axis=-1)  # (batch, cells)
+        """The weights α (rows, cells) of queries (rows, units) over projected keys (batch, cells, A).
+
+        rows = batch × copies, each image's rows together: beams attend over one copy of their image's keys.
+        """
+        batch, cells = ops.shape(keys)[0], ops.shape(keys)[1]
+        query = ops.reshape(self.query(query), (batch, -1, 1, self.units))  # (batch, copies, 1, A)
+        hidden = ops.tanh(ops.expand_dims(keys, 1) + query)  # (batch, copies, cells, A)
+        scores = ops.squeeze(self.score(hidden), -1)  # (batch, copies, cells)
+        return ops.reshape(ops.softmax(scores, axis=-1), (-1, cells))  # (rows, cells)
 
     def call(self, features, keys, query):
-        """Return the context vector Σ α_i a_i and the weights α for one query."""
-        alpha = self.attend(keys, query)  # (batch, cells)
-        context = ops.sum(features * ops.expand_dims(alpha, -1), axis=1)  # (batch, channels)
-        return context, alpha
+        """Return the context vector Σ α_i a_i (rows, channels) and the weights α (rows, cells) for the queries."""
+        alpha = self.attend(keys, query)  # (rows, cells)
+        return weighted_sum(alpha, features), alpha
 
     def get_config(self) -> dict:
         return {**super().get_config(), "units": self.units}
@@ -125,8 +138,8 @@ class ShowAttendTell(CaptionDecoder):
         The same maths as `call`, evaluated through the context maps of `prepare`."""
         embedded = self.dropout(self.embedding(tokens), training=training)  # (batch, E)
         h, c = state
-        alpha = self.attention.attend(memory["keys"], h)  # (batch, cells)
-        mapped = self.gate(h) * weighted_sum(alpha, memory["context_maps"])  # (batch, 4·units + E): β_t W z_t
+        alpha = self.attention.attend(memory["keys"], h)  # (rows, cells)
+        mapped = self.gate(h) * weighted_sum(alpha, memory["context_maps"])  # (rows, 4·units + E): β_t W z_t
         width, cell = 4 * self.units, self.cell
         z = (mapped[:, :width] + ops.matmul(embedded, cell.kernel[: self.embedding_dim])
              + ops.matmul(h, cell.recurrent_kernel) + cell.bias)  # (batch, 4·units): LSTMCell's pre-activations

@@ -12,7 +12,7 @@ from __future__ import annotations
 from keras import layers, ops
 
 from captioner.models.base import CaptionDecoder, register_decoder
-from captioner.models.sat import SoftAttention
+from captioner.models.sat import SoftAttention, per_row
 
 
 @register_decoder("updown")
@@ -58,9 +58,10 @@ class UpDown(CaptionDecoder):
         return self._prepare(features, training)
 
     def _recur(self, embedded, state: list, memory: dict):
-        """One step of both LSTMs: → language LSTM output (batch, units), α (batch, cells), new state."""
+        """One step of both LSTMs for rows of the memory's images: → language LSTM output (rows, units), α (rows,
+        cells), new state."""
         att_h, att_c, lang_h, lang_c = state
-        att_in = ops.concatenate([lang_h, memory["mean"], embedded], axis=-1)  # (batch, units + D + E)
+        att_in = ops.concatenate([lang_h, per_row(memory["mean"], lang_h), embedded], axis=-1)  # (rows, units+D+E)
         att_h, (_, att_c) = self.attention_lstm(att_in, [att_h, att_c])
         context, alpha = self.attention(memory["features"], memory["keys"], att_h)  # (batch, D), (batch, cells)
         lang_h, (_, lang_c) = self.language_lstm(ops.concatenate([context, att_h], axis=-1), [lang_h, lang_c])
