@@ -130,3 +130,54 @@ def test_export_will_not_replace_a_folder_that_is_not_an_export(shapes_model, tm
                  str(shapes_model["weights"])]) == 1
     assert "is not an exported captioner" in capsys.readouterr().err
     assert (tmp_path / "photos" / "keep.jpg").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--quantize", "int4"], "unknown quantization 'int4'; choose int8 or leave it out."),
+    (["--quantize", "int8", "--format", "litert"],
+     "--quantize int8 is for --format onnx (ONNX Runtime's int8 kernels); export litert without it.")])
+def test_an_unsupported_quantization_is_one_line(argv, message, capsys, tmp_path):
+    assert main(["export", "mymodel.h5", "--output", str(tmp_path / "out"), *argv]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"captioner: error: {message}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_int8_export_stores_int8_weights_and_captions_like_the_float_one(exported, shapes_model, tmp_path):
+    """--quantize int8: the decoder's files hold int8 weights (under a third of the float size) and the
+    captions of the shapes stay the Keras model's, with confidences close to its."""
+    import onnx
+
+    folder, keras_model = exported
+    result = shapes_model["result"]
+    assert main(["export", str(result.model_path), "--quantize", "int8", "--output", str(tmp_path / "int8"),
+                 "--encoder-weights", str(shapes_model["weights"])]) == 0
+    int8 = captioner.load(tmp_path / "int8")
+    assert int8.manifest.extra == {"quantized": "int8"}
+    for name in ("prepare", "step"):
+        graph = onnx.load(tmp_path / "int8" / f"{name}.onnx").graph
+        assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer), name
+        assert (tmp_path / "int8" / f"{name}.onnx").stat().st_size < (folder / f"{name}.onnx").stat().st_size / 3
+    features = keras_model.encode(_photos(shapes_model))
+    for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=3)):
+        ours, theirs = int8.caption_features(features, options), keras_model.caption_features(features, options)
+        assert sum(o.text == t.text for o, t in zip(ours, theirs, strict=True)) >= len(theirs) - 1
+        np.testing.assert_allclose([o.confidence for o in ours], [t.confidence for t in theirs], atol=0.05)
+
+
+def test_evaluate_scores_an_exported_folder(exported, shapes_model, tmp_path, capsys):
+    """`captioner evaluate --model FOLDER` extracts features with the exported encoder and decodes with the
+    exported decoder: the same metrics as the Keras model's to the printed digit."""
+    folder, _ = exported
+    result = shapes_model["result"]
+    data = ["--data", str(shapes_model["folder"] / "captions.csv"), "--split", "test", "--fast"]
+    assert main(["evaluate", *data, "--model", str(folder), "--cache-dir", str(tmp_path / "portable"),
+                 "--output", str(tmp_path / "portable.json")]) == 0
+    assert main(["evaluate", *data, "--model", str(result.model_path), "--tokenizer", str(result.vocab_path),
+                 "--encoder-weights", str(shapes_model["weights"]), "--cache-dir", str(tmp_path / "keras"),
+                 "--output", str(tmp_path / "keras.json")]) == 0
+    assert "test beam 3" in capsys.readouterr().out
+    assert any((tmp_path / "portable").rglob("*.json")), "the exported encoder filled the feature cache"
+    portable, keras_scores = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("portable", "keras"))
+    assert portable["test beam 3"]["BLEU-4"] > 0.8
+    for row, scores in keras_scores.items():
+        assert portable[row] == pytest.approx(scores, abs=1e-3), row

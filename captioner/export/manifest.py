@@ -36,7 +36,7 @@ class Manifest:
     version: int = EXPORT_VERSION
     captioner_version: str = ""
     format: str = EXPORT_FORMAT
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # e.g. {"quantized": "int8"}: the decoder's weights stored as int8
 
     def write(self, folder: Path) -> None:
         (folder / MANIFEST_FILE).write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False), encoding="utf-8")

@@ -49,6 +49,23 @@ def write_onnx(graphs: ExportGraphs, folder: Path) -> dict[str, str]:
     return files
 
 
+def quantize_onnx(folder: Path, files: dict[str, str]) -> None:
+    """Store the decoder's matrix weights (prepare and step) as int8, per output channel, with ONNX Runtime's
+    dynamic quantization: activations are quantized as they come, so no calibration data is needed.
+
+    The decoder's steps stream their weights from memory for a few rows at a time, so int8 weights (4x
+    fewer bytes) make them faster on CPU; the CNN encoder stays float32 (its depthwise convolutions
+    gain nothing from it)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    for name in ("prepare", "step"):
+        path = folder / files[name]
+        quantized = path.with_suffix(".int8.onnx")
+        with _quiet():
+            quantize_dynamic(path, quantized, weight_type=QuantType.QInt8, per_channel=True)
+        quantized.replace(path)
+
+
 def write_litert(graphs: ExportGraphs, folder: Path) -> dict[str, str]:
     """One .tflite flatbuffer per function, converted by the LiteRT (TFLite) converter."""
     files = {}

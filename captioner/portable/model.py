@@ -43,6 +43,19 @@ class ExportedDecoder:
         return logits, alpha, state
 
 
+class ExportedEncoder:
+    """The exported CNN as an image encoder: name, image_size and uint8 images (n, size, size, 3) → feature grids
+    (n, cells, channels), the interface FeatureCache.extract uses, so evaluation can fill a feature cache with it."""
+
+    def __init__(self, function, name: str, image_size: int):
+        self._function = function
+        self.name = name
+        self.image_size = (image_size, image_size)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self._function(np.ascontiguousarray(images, np.uint8))[0]
+
+
 def _read_vocabulary(folder: Path, info: ModelInfo) -> Vocabulary:
     path = folder / VOCABULARY_FILE
     try:
@@ -72,7 +85,7 @@ class PortableCaptioner(ImageCaptioner):
         runtime, files = self.manifest.runtime, self.manifest.files
         functions = {name: open_function(runtime, self.folder / files[name], name, threads)
                      for name in ("encoder", "prepare", "step")}
-        self._encoder = functions["encoder"]
+        self.encoder = ExportedEncoder(functions["encoder"], self.info.encoder, self.manifest.image_size)
         self.decoder = ExportedDecoder(functions["prepare"], functions["step"], self.manifest.memory_arrays,
                                        len(self.vocab))
         self.generator = Search(self.decoder, self.vocab)
@@ -88,11 +101,11 @@ class PortableCaptioner(ImageCaptioner):
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return (self.manifest.image_size, self.manifest.image_size)
+        return self.encoder.image_size
 
     def encode_pixels(self, images: np.ndarray) -> np.ndarray:
         """Feature grids (n, cells, channels) of uint8 images (n, size, size, 3) already resized."""
-        return self._encoder(np.ascontiguousarray(images, np.uint8))[0]
+        return self.encoder(images)
 
     def caption_features(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
         """Captions for a batch of feature grids (n, cells, channels)."""
