@@ -1,16 +1,16 @@
-"""The TensorFlow path against the portable path (an ONNX export on ONNX Runtime), in one run on one machine.
+"""The TensorFlow path against the portable path (ONNX exports on ONNX Runtime, float32 and int8), in one run.
 
 Run by hand from the repository root (it is not part of the test suite); it exports the model first
-unless --export names an existing export:
+(float32 to --export, int8 weights to --export-int8) unless those folders hold exports already:
 
     KERAS_HOME=$PWD/.keras python benchmarks/bench_portable.py          # the shipped mymodel.h5
 
 Each path runs in a fresh process of its own, so import time, the first caption (model load, graph
 building, compilation) and peak RSS are what a user of that path sees. Per-caption latencies are
 medians over photos, every setting timed on a photo before the next photo. The seed-style loop
-(benchmarks/bench_decode.py) runs in the TensorFlow process after its peak RSS is read, each run
-beside one of ours on the same photo. The table is Markdown, with the machine, its CPU
-features (AVX-512 or not) and the load average, since other processes skew CPU timings.
+(benchmarks/bench_decode.py) runs in the TensorFlow process after its peak RSS is read; its median
+over photos is compared with each path's file → caption, beam 3. The table is Markdown, with the
+machine, its CPU features (AVX-512 or not) and the load average, since other processes skew CPU timings.
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ def worker(path: str, model: str, tokenizer: str, photos: list[str], runs: int, 
     if path == "tensorflow" and seed_runs:
         from bench_decode import seed_style_decode, seed_style_features
 
-        pairs = [(timed(lambda p: seed_style_decode(loaded, seed_style_features(loaded, p)), photo),
-                  timed(settings[ROWS[4]], photo)) for photo in paths[:seed_runs]]
-        result["seed-style loop / ours"] = statistics.median(seed / ours for seed, ours in pairs)
+        seed = [timed(lambda p: seed_style_decode(loaded, seed_style_features(loaded, p)), photo)
+                for photo in paths[:seed_runs]]
+        result["seed-style loop (ms)"] = statistics.median(seed) * 1e3
     return result
 
 
@@ -88,7 +88,8 @@ def cpu_name() -> str:
 
 
 def run_path(path: str, model: str, tokenizer: str, photos: list[str], args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--worker", path, "--model", model, "--tokenizer", tokenizer,
+    worker = "portable" if path.startswith("portable") else path
+    command = [sys.executable, __file__, "--worker", worker, "--model", model, "--tokenizer", tokenizer,
                "--runs", str(args.runs), "--seed-runs", str(args.seed_runs), "--photos", *photos]
     root = str(Path(__file__).resolve().parents[1])  # this checkout's captioner, not another installed copy
     checkout = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
@@ -103,41 +104,63 @@ def main() -> None:
     parser.add_argument("--model", default="mymodel.h5")
     parser.add_argument("--tokenizer", default="tokenizer.pkl")
     parser.add_argument("--export", default="runs/bench/export_onnx", help="ONNX export folder (made if missing)")
+    parser.add_argument("--export-int8", default="runs/bench/export_onnx_int8",
+                        help="ONNX export with int8 decoder weights (made if missing)")
     parser.add_argument("--images", default="../shared/data/flickr8k/Images", help="folder of real photos")
     parser.add_argument("--runs", type=int, default=30, help="calls per latency (default: %(default)s)")
     parser.add_argument("--seed-runs", type=int, default=5, help="runs of the slow seed-style loop")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="measure all paths this many times in turn and report medians (default: %(default)s): "
+                             "a shared host's speed drifts by minutes")
     parser.add_argument("--worker", choices=("tensorflow", "portable"), help=argparse.SUPPRESS)
     parser.add_argument("--photos", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.model, args.tokenizer, args.photos, args.runs, args.seed_runs)))
         return
-    if not Path(args.export, "manifest.json").is_file():
-        subprocess.run([sys.executable, "-m", "captioner.cli.main", "export", args.model, "--tokenizer", args.tokenizer,
-                        "--format", "onnx", "--output", args.export], check=True)
+    for folder, quantize in ((args.export, []), (args.export_int8, ["--quantize", "int8"])):
+        if not Path(folder, "manifest.json").is_file():
+            subprocess.run([sys.executable, "-m", "captioner.cli.main", "export", args.model, "--tokenizer",
+                            args.tokenizer, "--format", "onnx", "--output", folder, *quantize], check=True)
     photos = [str(p) for p in sorted(Path(args.images).glob("*.jpg"))[-(args.runs + 2):]]
+    folders = {"TensorFlow path": ("tensorflow", args.model), "portable (ONNX Runtime)": ("portable", args.export),
+               "portable, int8 decoder": ("portable int8", args.export_int8)}
     load_before = os.getloadavg()
-    results = {"tensorflow": run_path("tensorflow", args.model, args.tokenizer, photos, args),
-               "portable": run_path("portable", args.export, args.tokenizer, photos, args)}
+    runs = [{name: run_path(path, model, args.tokenizer, photos, args) for name, (path, model) in folders.items()}
+            for _ in range(args.repeat)]
     load_after = os.getloadavg()
-    tf_path, portable = results["tensorflow"], results["portable"]
-    print(f"Model {args.model} (ONNX export {args.export}); {os.cpu_count()} × {cpu_name()}, {cpu_features()}; "
-          f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after")
-    print(f"The portable process imported TensorFlow: {portable['tensorflow imported']}")
+    names = list(folders)
+    print(f"Model {args.model} (ONNX exports {args.export}, {args.export_int8}); {os.cpu_count()} × {cpu_name()}, "
+          f"{cpu_features()}; load average {load_before[0]:.1f} before / {load_after[0]:.1f} after")
+    print("The portable processes imported TensorFlow: "
+          f"{any(run[name]['tensorflow imported'] for run in runs for name in names[1:])}")
+    print(f"Medians over {args.repeat} runs, the paths measured in turn in each run; ratios are medians of each run's "
+          "ratio, every run's in brackets.")
     print()
-    print("| measurement | TensorFlow path | portable path (ONNX Runtime) | portable / TensorFlow |")
-    print("| --- | ---: | ---: | ---: |")
+
+    def median(fn) -> str:
+        values = [fn(run) for run in runs]
+        spread = f" ({', '.join(f'{v:.2f}' for v in values)})" if len(values) > 1 else ""
+        return f"{statistics.median(values):.2f}{spread}"
+
+    print(f"| measurement | {' | '.join(names)} | {' | '.join(f'{n} / TensorFlow' for n in names[1:])} |")
+    print("| --- |" + " ---: |" * (2 * len(names) - 1))
     for row in ROWS:
-        print(f"| {row} | {tf_path[row]:.1f} | {portable[row]:.1f} | {portable[row] / tf_path[row]:.2f} |")
+        values = [statistics.median(run[name][row] for run in runs) for name in names]
+        print(f"| {row} | {' | '.join(f'{v:.1f}' for v in values)} | "
+              f"{' | '.join(median(lambda r, n=n, row=row: r[n][row] / r[names[0]][row]) for n in names[1:])} |")
     print()
-    print("| ratio | TensorFlow path | portable path | target |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, top, bottom, target in (("beam 3 / greedy, from features", ROWS[6], ROWS[5], "≤ 1.5"),
-                                      ("file → caption beam 3 / file → features", ROWS[4], ROWS[2], "≤ 1.6")):
-        print(f"| {name} | {tf_path[top] / tf_path[bottom]:.2f} | {portable[top] / portable[bottom]:.2f} | {target} |")
-    if "seed-style loop / ours" in tf_path:  # each photo's seed-style time over ours, just after it
-        print(f"| seed-style loop / ours (TensorFlow path), file → caption beam 3 | "
-              f"{tf_path['seed-style loop / ours']:.1f} | | ≥ 30 |")
+    print(f"| ratio | {' | '.join(names)} | target |")
+    print("| --- |" + " ---: |" * (len(names) + 1))
+    for label, top, bottom, target in (("beam 3 / greedy, from features", ROWS[6], ROWS[5], "≤ 1.5"),
+                                       ("file → caption beam 3 / file → features", ROWS[4], ROWS[2], "≤ 1.6")):
+        cells = [median(lambda r, n=n, top=top, bottom=bottom: r[n][top] / r[n][bottom]) for n in names]
+        print(f"| {label} | {' | '.join(cells)} | {target} |")
+    if args.seed_runs:  # the seed-style loop's median (TensorFlow process) over each path's, file → caption beam 3
+        seed = statistics.median(run[names[0]]["seed-style loop (ms)"] for run in runs)
+        cells = [median(lambda r, n=n: r[names[0]]["seed-style loop (ms)"] / r[n][ROWS[4]]) for n in names]
+        print(f"| seed-style loop ({seed:.0f} ms) / ours, file → caption beam 3 | {' | '.join(cells)} | ≥ 30 |")
+
 
 if __name__ == "__main__":
     main()

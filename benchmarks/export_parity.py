@@ -4,6 +4,7 @@ Run by hand from the repository root (it is not part of the test suite); it expo
 to ONNX first unless runs/bench/export_<lang> already holds an export:
 
     KERAS_HOME=$PWD/.keras python benchmarks/export_parity.py          # en, zh and de, 100 dev photos
+    KERAS_HOME=$PWD/.keras python benchmarks/export_parity.py --quantize int8 --exports runs/bench/int8
 
 Both sides decode the same feature grids (the Keras encoder's) so that the decoders are compared, and the
 exported encoder is compared with the Keras one on the pixels. Prints a Markdown table and every caption
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--images", default="../shared/data/flickr8k/Images")
     parser.add_argument("--photos", type=int, default=100)
     parser.add_argument("--exports", default="runs/bench", help="folder of export_<lang> folders (made if missing)")
+    parser.add_argument("--quantize", choices=["int8"], help="make missing exports with int8 decoder weights")
     args = parser.parse_args()
     photos = dev_photos(Path(args.images), args.photos)
     rows, differences = [], []
@@ -44,8 +46,9 @@ def main() -> None:
         model_path, vocab_path = shipped_model_paths(lang)
         folder = Path(args.exports) / f"export_{lang}"
         if not (folder / "manifest.json").is_file():
+            quantize = ["--quantize", args.quantize] if args.quantize else []
             subprocess.run([sys.executable, "-m", "captioner.cli.main", "export", str(model_path), "--tokenizer",
-                            str(vocab_path), "--output", str(folder)], check=True)
+                            str(vocab_path), "--output", str(folder), *quantize], check=True)
         keras_model, portable = captioner.load(model_path, vocab_path), captioner.load(folder)
         features = np.concatenate([keras_model.encode(photos[i:i + 25]) for i in range(0, len(photos), 25)])
         exported_features = np.concatenate([portable.encode(photos[i:i + 25]) for i in range(0, len(photos), 25)])
