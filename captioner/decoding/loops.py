@@ -90,13 +90,36 @@ class Beams(NamedTuple):
     done_alpha: Array  # (batch, k, T, cells)
 
 
+def extend(ops, beams: Beams, alpha: Array, origin: Array, token: Array, at_t: Array) -> tuple:
+    """Hypotheses that extend live beams `origin` (batch, n) by `token` (batch, n) at step t (at_t one-hot (T,)):
+    their tokens (batch, n, T) and attention maps (batch, n, T, cells), given this step's α (batch, k, cells)."""
+    seq = ops.gather_beams(beams.alive_seq, origin) * (1 - at_t) + token[:, :, None] * at_t  # (batch, n, T)
+    step_alpha = ops.gather_beams(alpha, origin)  # (batch, n, cells)
+    seq_alpha = ops.gather_beams(beams.alive_alpha, origin) + step_alpha[:, :, None, :] * ops.cast(
+        at_t, "float32")[None, None, :, None]  # (batch, n, T, cells)
+    return seq, seq_alpha
+
+
+def finish(ops, length_penalty: float, t: Any, score: Array, ends: Array, seq: Array, seq_alpha: Array,
+           beams: Beams) -> tuple:
+    """The finished pool after step t: the best k of the old pool and of the candidates (batch, 2k) that just
+    ended, ranked by log p / length**length_penalty; returns its (norm, score, seq, alpha)."""
+    k = beams.done_norm.shape[1]
+    norm = ops.where(ends, score / ops.cast(t + 1, "float32") ** length_penalty, NEG_INF)  # (batch, 2k)
+    done_norm, best = ops.top_k(ops.concat([beams.done_norm, norm], 1), k)  # (batch, k) of 3k
+    done_score = ops.gather_beams(ops.concat([beams.done_score, ops.where(ends, score, NEG_INF)], 1), best)
+    done_seq = ops.gather_beams(ops.concat([beams.done_seq, seq], 1), best)  # (batch, k, T)
+    done_alpha = ops.gather_beams(ops.concat([beams.done_alpha, seq_alpha], 1), best)  # (batch, k, T, cells)
+    return done_norm, done_score, done_seq, done_alpha
+
+
 def beam_select(ops, vocab: Vocabulary, length_penalty: float, repeat_mask: RepeatBlocker | None, blocked: Array,
                 t: Any, logits: Array, alpha: Array, state: Any, beams: Beams) -> tuple:
     """One step of beam search after the decoder's: pick the survivors, the finished and the greedy word.
 
-    Expands every live beam, sends candidates ending in <end> to the finished pool (ranked by
-    log p / length**length_penalty), keeps the best others alive and reorders the decoder state
-    to match. Returns the next tokens (batch*(k+1),), that state and the new Beams.
+    Expands every live beam, sends candidates ending in <end> to the finished pool (on the few steps
+    where one ends; the pool is unchanged otherwise), keeps the best others alive and reorders the
+    decoder state to match. Returns the next tokens (batch*(k+1),), that state and the new Beams.
     """
     batch, k, max_length = ops.rows(beams.alive_seq), beams.alive_seq.shape[1], beams.alive_seq.shape[2]
     cells, vocab_size = beams.alive_alpha.shape[3], len(vocab)
@@ -112,28 +135,21 @@ def beam_select(ops, vocab: Vocabulary, length_penalty: float, repeat_mask: Repe
     candidates = ops.reshape(beams.alive_score[:, :, None] + log_probs, [batch, k * vocab_size])
     score, flat = ops.top_k(candidates, 2 * k)  # (batch, 2k)
     origin, token = flat // vocab_size, flat % vocab_size  # beam each candidate extends, its word
-    at_t = ops.one_hot(t, max_length, "int32")  # (T,)
-    seq = ops.gather_beams(beams.alive_seq, origin) * (1 - at_t) + token[:, :, None] * at_t  # (batch, 2k, T)
-    step_alpha = ops.gather_beams(alpha, origin)  # (batch, 2k, cells)
-    seq_alpha = ops.gather_beams(beams.alive_alpha, origin) + step_alpha[:, :, None, :] * ops.cast(
-        at_t, "float32")[None, None, :, None]  # (batch, 2k, T, cells)
     ends = token == vocab.end_id
-    length = ops.cast(t + 1, "float32")
-    # finished pool: best k of the old pool and the candidates that just ended
-    norm = ops.where(ends, score / length ** length_penalty, NEG_INF)
-    done_norm, best = ops.top_k(ops.concat([beams.done_norm, norm], 1), k)  # (batch, k) of 3k
-    done_score = ops.gather_beams(ops.concat([beams.done_score, ops.where(ends, score, NEG_INF)], 1), best)
-    done_seq = ops.gather_beams(ops.concat([beams.done_seq, seq], 1), best)
-    done_alpha = ops.gather_beams(ops.concat([beams.done_alpha, seq_alpha], 1), best)
+    at_t = ops.one_hot(t, max_length, "int32")  # (T,)
+    done = (beams.done_norm, beams.done_score, beams.done_seq, beams.done_alpha)
+    if ops.any(ends):
+        done = finish(ops, length_penalty, t, score, ends, *extend(ops, beams, alpha, origin, token, at_t), beams)
     # live beams: best k candidates that did not end
     alive_score, survivors = ops.top_k(ops.where(ends, NEG_INF, score), k)  # (batch, k)
+    origin, token = ops.gather_beams(origin, survivors), ops.gather_beams(token, survivors)  # (batch, k) each
+    alive_seq, alive_alpha = extend(ops, beams, alpha, origin, token, at_t)
     # each beam row takes its parent's state; the greedy row (index k) keeps its own
-    parent = ops.concat([ops.gather_beams(origin, survivors), ops.fill([batch, 1], k, "int32")], 1)
+    parent = ops.concat([origin, ops.fill([batch, 1], k, "int32")], 1)  # (batch, k+1)
     rows = ops.reshape(parent + ops.arange(batch)[:, None] * (k + 1), [-1])  # (batch*(k+1),)
     state = nest_map(lambda s: ops.take_rows(s, rows), state)
-    tokens = ops.reshape(ops.concat([ops.gather_beams(token, survivors), greedy_tokens[:, None]], 1), [-1])
-    return tokens, state, Beams(greedy, greedy_finished, alive_score, ops.gather_beams(seq, survivors),
-                                ops.gather_beams(seq_alpha, survivors), done_norm, done_score, done_seq, done_alpha)
+    tokens = ops.reshape(ops.concat([token, greedy_tokens[:, None]], 1), [-1])  # (batch*(k+1),)
+    return tokens, state, Beams(greedy, greedy_finished, alive_score, alive_seq, alive_alpha, *done)
 
 
 def beam_loop(ops, decoder, vocab: Vocabulary, features: Array, beam_size: int, length_penalty: float,

@@ -40,6 +40,10 @@ class TensorFlowOps:
         return tf.reduce_all(x)
 
     @staticmethod
+    def any(x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_any(x)
+
+    @staticmethod
     def where(condition: tf.Tensor, x: Any, y: Any) -> tf.Tensor:
         return tf.where(condition, x, y)
 
