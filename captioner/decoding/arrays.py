@@ -144,11 +144,12 @@ class NumpyOps:
         return x[rows[:, None], index], index
 
     @staticmethod
-    def add_at(x: np.ndarray, tokens: np.ndarray, hits: np.ndarray, value: float) -> np.ndarray:
-        """x (rows, depth) plus `value` at (row, tokens[row, j]) for every hit[row, j], once per hit."""
+    def lower_at(x: np.ndarray, tokens: np.ndarray, hits: np.ndarray, value: float) -> np.ndarray:
+        """x (rows, depth) with x[row, tokens[row, j]] lowered to at most `value` wherever hits[row, j]."""
         rows, columns = np.nonzero(hits)  # tokens, hits (rows, n)
+        cells = rows, tokens[rows, columns]
         out = x.copy()
-        np.add.at(out, (rows, tokens[rows, columns]), np.float32(value))
+        out[cells] = np.minimum(out[cells], np.float32(value))  # repeated cells get the same value
         return out
 
 

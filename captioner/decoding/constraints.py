@@ -1,8 +1,9 @@
 """What a search may not write: special tokens, <unk>, repeated words or three-token phrases, and the same
 noun phrase opened twice ("a baby is holding a baby").
 
-Each adds NEG_INF to the next-word log-probabilities of the tokens it forbids, the same for greedy,
-beam search and sampling, in NumPy or TensorFlow alike (captioner.decoding.arrays).
+Each lowers the next-word log-probabilities of the tokens it forbids to NEG_INF (or adds NEG_INF to
+them), the same for greedy, beam search and sampling, in NumPy or TensorFlow alike
+(captioner.decoding.arrays).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ class RepeatBlocker:
     """The repeat rules of one vocabulary, its tables built once per search.
 
     Called with the next-word log-probabilities (rows, V) and each row's tokens so far (rows, T)
-    (positions from t on unused), it returns the log-probabilities with NEG_INF added to the tokens
-    that would repeat a three-token phrase already written or, for word vocabularies, the previous
+    (positions from t on unused), it returns the log-probabilities with those of the tokens that
+    would repeat a three-token phrase already written or, for word vocabularies, the previous
     word or (English) the head of a noun phrase already opened ("a baby is holding a baby", "a woman
-    and woman"). The offending tokens are scattered into the rows directly, a few per row, rather than
-    built up as a dense (rows, V) mask. NumPy in, NumPy out; tensors in, a tensor out.
+    and woman") lowered to NEG_INF. The offending tokens are scattered into the rows directly, a few per
+    row, rather than built up as a dense (rows, V) mask. NumPy in, NumPy out; tensors in, a tensor out.
     """
 
     def __init__(self, vocab: Vocabulary):
@@ -58,7 +59,7 @@ class RepeatBlocker:
             openers = ops.constant(self.openers)  # (V,)
             tokens.append(history[:, 1:])  # (rows, T-1)
             hits.append(self._phrase_heads(ops, history, t, openers) * ops.lookup(openers, prev)[:, None] > 0)
-        return ops.add_at(log_probs, ops.concat(tokens, 1), ops.concat(hits, 1), NEG_INF)  # (rows, V)
+        return ops.lower_at(log_probs, ops.concat(tokens, 1), ops.concat(hits, 1), NEG_INF)  # (rows, V)
 
     def _phrase_heads(self, ops, history: Array, t: Array, openers: Array) -> Array:
         """(rows, T-1): 1 where history[:, 1:] headed a noun phrase (followed an opener) before position t."""

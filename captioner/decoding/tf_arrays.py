@@ -111,11 +111,11 @@ class TensorFlowOps:
         return tf.math.top_k(x, k)
 
     @staticmethod
-    def add_at(x: tf.Tensor, tokens: tf.Tensor, hits: tf.Tensor, value: float) -> tf.Tensor:
-        """x (rows, depth) plus `value` at (row, tokens[row, j]) for every hit[row, j], once per hit."""
+    def lower_at(x: tf.Tensor, tokens: tf.Tensor, hits: tf.Tensor, value: float) -> tf.Tensor:
+        """x (rows, depth) with x[row, tokens[row, j]] lowered to at most `value` wherever hits[row, j]."""
         row_ids = tf.broadcast_to(tf.range(tf.shape(tokens)[0])[:, None], tf.shape(tokens))  # tokens, hits (rows, n)
         indices = tf.stack([row_ids, tokens], -1)  # (rows, n, 2)
-        return tf.tensor_scatter_nd_add(x, indices, tf.where(hits, value, 0.0))
+        return tf.tensor_scatter_nd_min(x, indices, tf.where(hits, value, float("inf")))
 
 
 TF = TensorFlowOps()
