@@ -133,19 +133,19 @@ class ShowAttendTell(CaptionDecoder):
         return self.out_vocab(self.dropout(deep, training=training))  # (..., V)
 
     def step(self, tokens, state: list, memory: dict, training: bool = False):
-        """Decode one word for a batch: previous tokens (batch,) → logits (batch, V), α, new state.
+        """Decode one word for each row: previous tokens (rows,) → logits (rows, V), α, new state.
 
         The same maths as `call`, evaluated through the context maps of `prepare`."""
-        embedded = self.dropout(self.embedding(tokens), training=training)  # (batch, E)
+        embedded = self.dropout(self.embedding(tokens), training=training)  # (rows, E)
         h, c = state
         alpha = self.attention.attend(memory["keys"], h)  # (rows, cells)
         mapped = self.gate(h) * weighted_sum(alpha, memory["context_maps"])  # (rows, 4·units + E): β_t W z_t
         width, cell = 4 * self.units, self.cell
         z = (mapped[:, :width] + ops.matmul(embedded, cell.kernel[: self.embedding_dim])
-             + ops.matmul(h, cell.recurrent_kernel) + cell.bias)  # (batch, 4·units): LSTMCell's pre-activations
+             + ops.matmul(h, cell.recurrent_kernel) + cell.bias)  # (rows, 4·units): LSTMCell's pre-activations
         i, f, g, o = ops.split(z, 4, axis=-1)  # LSTMCell's gate order
-        c = cell.recurrent_activation(f) * c + cell.recurrent_activation(i) * cell.activation(g)  # (batch, units)
-        h = cell.recurrent_activation(o) * cell.activation(c)  # (batch, units)
+        c = cell.recurrent_activation(f) * c + cell.recurrent_activation(i) * cell.activation(g)  # (rows, units)
+        h = cell.recurrent_activation(o) * cell.activation(c)  # (rows, units)
         return self._readout(embedded, h, mapped[:, width:], training), alpha, [h, c]
 
     def call(self, inputs, training=None):

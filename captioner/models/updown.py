@@ -63,13 +63,13 @@ class UpDown(CaptionDecoder):
         att_h, att_c, lang_h, lang_c = state
         att_in = ops.concatenate([lang_h, per_row(memory["mean"], lang_h), embedded], axis=-1)  # (rows, units+D+E)
         att_h, (_, att_c) = self.attention_lstm(att_in, [att_h, att_c])
-        context, alpha = self.attention(memory["features"], memory["keys"], att_h)  # (batch, D), (batch, cells)
+        context, alpha = self.attention(memory["features"], memory["keys"], att_h)  # (rows, D), (rows, cells)
         lang_h, (_, lang_c) = self.language_lstm(ops.concatenate([context, att_h], axis=-1), [lang_h, lang_c])
         return lang_h, alpha, [att_h, att_c, lang_h, lang_c]
 
     def step(self, tokens, state: list, memory: dict, training: bool = False):
-        """Previous tokens (batch,) → logits (batch, V), α (batch, cells), new state."""
-        lang_h, alpha, state = self._recur(self.embedding(tokens), state, memory)  # (batch, units)
+        """Previous tokens (rows,) → logits (rows, V), α (rows, cells), new state, for rows of the memory's images."""
+        lang_h, alpha, state = self._recur(self.embedding(tokens), state, memory)  # (rows, units)
         return self.out_vocab(self.dropout(lang_h, training=training)), alpha, state
 
     def call(self, inputs, training=None):
