@@ -88,8 +88,7 @@ def cpu_name() -> str:
 
 
 def run_path(path: str, model: str, tokenizer: str, photos: list[str], args: argparse.Namespace) -> dict:
-    worker = "portable" if path.startswith("portable") else path
-    command = [sys.executable, __file__, "--worker", worker, "--model", model, "--tokenizer", tokenizer,
+    command = [sys.executable, __file__, "--worker", path, "--model", model, "--tokenizer", tokenizer,
                "--runs", str(args.runs), "--seed-runs", str(args.seed_runs), "--photos", *photos]
     root = str(Path(__file__).resolve().parents[1])  # this checkout's captioner, not another installed copy
     checkout = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
@@ -124,7 +123,7 @@ def main() -> None:
                             args.tokenizer, "--format", "onnx", "--output", folder, *quantize], check=True)
     photos = [str(p) for p in sorted(Path(args.images).glob("*.jpg"))[-(args.runs + 2):]]
     folders = {"TensorFlow path": ("tensorflow", args.model), "portable (ONNX Runtime)": ("portable", args.export),
-               "portable, int8 decoder": ("portable int8", args.export_int8)}
+               "portable, int8 decoder": ("portable", args.export_int8)}  # name: (worker, model)
     load_before = os.getloadavg()
     runs = [{name: run_path(path, model, args.tokenizer, photos, args) for name, (path, model) in folders.items()}
             for _ in range(args.repeat)]
