@@ -15,7 +15,8 @@ MANIFEST_FILE = "manifest.json"
 VOCABULARY_FILE = "vocabulary.json"
 EXPORT_FORMAT = "captioner-export"
 #: Bumped whenever what an exported folder holds changes; a reader only opens its own version.
-EXPORT_VERSION = 1
+#: 2: the step takes one memory per image, shared by its rows (version 1 took a copy per row).
+EXPORT_VERSION = 2
 #: Each format's runtime and the Python package (import name, pip name) that runs it.
 RUNTIMES = {"onnx": ("onnxruntime", "onnxruntime"), "litert": ("ai_edge_litert", "ai-edge-litert"),
             "savedmodel": ("tensorflow", "tensorflow")}
