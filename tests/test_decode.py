@@ -11,9 +11,11 @@ import pytest
 import tensorflow as tf
 from model_checks import check_caption, expected_scores, teacher_forced
 
+from captioner.decoding.arrays import NUMPY
 from captioner.decoding.constraints import RepeatBlocker
 from captioner.decoding.options import DecodeOptions
 from captioner.decoding.search import CaptionGenerator
+from captioner.decoding.tf_arrays import TF
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.text.vocabulary import Vocabulary
 from captioner.training.xent import CaptionTrainer
@@ -226,6 +228,19 @@ def _repeat_mask(vocab: Vocabulary, history, t):
     """What RepeatBlocker adds to log-probabilities (rows, V): 0, or NEG_INF (or a multiple) where it blocks."""
     zeros = np.zeros((len(history), len(vocab)), np.float32)
     return RepeatBlocker(vocab)(tf.constant(zeros) if tf.is_tensor(history) else zeros, history, t)
+
+
+@pytest.mark.parametrize("axis", [1, 2])
+def test_write_puts_values_at_step_t_on_both_array_libraries(axis):
+    """ops.write fills index t of an axis and nothing else: in place in NumPy, by a one-hot product in TensorFlow."""
+    rng = np.random.default_rng(axis)
+    x = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
+    x[(slice(None),) * axis + (2,)] = 0  # the slot a search writes is still zero
+    values = rng.normal(size=np.delete(x.shape, axis)).astype(np.float32)
+    want = x.copy()
+    want[(slice(None),) * axis + (2,)] = values
+    np.testing.assert_array_equal(TF.write(tf.constant(x), tf.constant(2), tf.constant(values), axis).numpy(), want)
+    np.testing.assert_array_equal(NUMPY.write(x, 2, values, axis), want)
 
 
 def test_repeat_mask_blocks_the_last_word_and_repeated_three_word_phrases():

@@ -89,8 +89,11 @@ class NumpyOps:
         return np.arange(n, dtype=np.int32)
 
     @staticmethod
-    def one_hot(index: int, depth: int, dtype: str = "float32") -> np.ndarray:
-        return (np.arange(depth) == np.asarray(index)[..., None]).astype(dtype)  # (..., depth)
+    def write(x: np.ndarray, t: int, values: np.ndarray, axis: int = 1) -> np.ndarray:
+        """x with `values` written at index t of `axis`, where x is still zero. In place: x must be the search's own
+        array (fresh, or written only by the search), which saves the one-hot products TensorFlow needs."""
+        x[(slice(None),) * axis + (t,)] = values
+        return x
 
     @staticmethod
     def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -38,20 +38,15 @@ def greedy_pick(ops, vocab: Vocabulary, log_probs: Array, alpha: Array, t: Any, 
     """One step of greedy decoding (the most likely word per row) or of sampling (a word drawn from the
     distribution), written into fixed-size (batch, T, ...) outputs.
 
-    The outputs are updated through a one-hot time mask, as XLA needs static shapes; rows that have
-    ended get <pad> with log p 0.
+    Rows that have ended get <pad> with log p 0.
     """
-    out_tokens, out_logp, out_alpha = outputs
-    max_length = out_tokens.shape[1]
+    out_tokens, out_logp, out_alpha = outputs  # (batch, T), (batch, T), (batch, T, cells)
     tokens = ops.categorical(log_probs) if sample else ops.argmax(log_probs)  # (batch,)
     chosen = ops.pick(log_probs, tokens)  # (batch,)
     tokens = ops.where(finished, vocab.pad_id, tokens)
-    at_t = ops.one_hot(t, max_length)  # (T,)
-    out_tokens += tokens[:, None] * ops.cast(at_t, "int32")  # (batch, T)
-    out_logp += ops.where(finished, 0.0, chosen)[:, None] * at_t  # (batch, T)
-    out_alpha += alpha[:, None, :] * at_t[None, :, None]  # (batch, T, cells)
-    finished = finished | (tokens == vocab.end_id)
-    return tokens, finished, (out_tokens, out_logp, out_alpha)
+    outputs = (ops.write(out_tokens, t, tokens), ops.write(out_logp, t, ops.where(finished, 0.0, chosen)),
+               ops.write(out_alpha, t, alpha))
+    return tokens, finished | (tokens == vocab.end_id), outputs
 
 
 def greedy_loop(ops, decoder, vocab: Vocabulary, features: Array, block_unk: bool, block_repeats: bool,
@@ -90,13 +85,12 @@ class Beams(NamedTuple):
     done_alpha: Array  # (batch, k, T, cells)
 
 
-def extend(ops, beams: Beams, alpha: Array, origin: Array, token: Array, at_t: Array) -> tuple:
-    """Hypotheses that extend live beams `origin` (batch, n) by `token` (batch, n) at step t (at_t one-hot (T,)):
-    their tokens (batch, n, T) and attention maps (batch, n, T, cells), given this step's α (batch, k, cells)."""
-    seq = ops.gather_beams(beams.alive_seq, origin) * (1 - at_t) + token[:, :, None] * at_t  # (batch, n, T)
-    step_alpha = ops.gather_beams(alpha, origin)  # (batch, n, cells)
-    seq_alpha = ops.gather_beams(beams.alive_alpha, origin) + step_alpha[:, :, None, :] * ops.cast(
-        at_t, "float32")[None, None, :, None]  # (batch, n, T, cells)
+def extend(ops, beams: Beams, alpha: Array, origin: Array, token: Array, t: Any) -> tuple:
+    """Hypotheses that extend live beams `origin` (batch, n) by `token` (batch, n) at step t: their tokens
+    (batch, n, T) and attention maps (batch, n, T, cells), given this step's α (batch, k, cells)."""
+    seq = ops.write(ops.gather_beams(beams.alive_seq, origin), t, token, axis=2)  # (batch, n, T)
+    seq_alpha = ops.write(ops.gather_beams(beams.alive_alpha, origin), t, ops.gather_beams(alpha, origin),
+                          axis=2)  # (batch, n, T, cells)
     return seq, seq_alpha
 
 
@@ -136,14 +130,13 @@ def beam_select(ops, vocab: Vocabulary, length_penalty: float, repeat_mask: Repe
     score, flat = ops.top_k(candidates, 2 * k)  # (batch, 2k)
     origin, token = flat // vocab_size, flat % vocab_size  # beam each candidate extends, its word
     ends = token == vocab.end_id
-    at_t = ops.one_hot(t, max_length, "int32")  # (T,)
     done = (beams.done_norm, beams.done_score, beams.done_seq, beams.done_alpha)
     if ops.any(ends):
-        done = finish(ops, length_penalty, t, score, ends, *extend(ops, beams, alpha, origin, token, at_t), beams)
+        done = finish(ops, length_penalty, t, score, ends, *extend(ops, beams, alpha, origin, token, t), beams)
     # live beams: best k candidates that did not end
     alive_score, survivors = ops.top_k(ops.where(ends, NEG_INF, score), k)  # (batch, k)
     origin, token = ops.gather_beams(origin, survivors), ops.gather_beams(token, survivors)  # (batch, k) each
-    alive_seq, alive_alpha = extend(ops, beams, alpha, origin, token, at_t)
+    alive_seq, alive_alpha = extend(ops, beams, alpha, origin, token, t)
     # each beam row takes its parent's state; the greedy row (index k) keeps its own
     parent = ops.concat([origin, ops.fill([batch, 1], k, "int32")], 1)  # (batch, k+1)
     rows = ops.reshape(parent + ops.arange(batch)[:, None] * (k + 1), [-1])  # (batch*(k+1),)

@@ -68,8 +68,10 @@ class TensorFlowOps:
         return tf.range(n)
 
     @staticmethod
-    def one_hot(index: Any, depth: int, dtype: str = "float32") -> tf.Tensor:
-        return tf.one_hot(index, depth, dtype=dtype)
+    def write(x: tf.Tensor, t: Any, values: tf.Tensor, axis: int = 1) -> tf.Tensor:
+        """x with `values` written at index t of `axis`, where x is still zero (a one-hot product: static shapes)."""
+        at_t = tf.reshape(tf.one_hot(t, x.shape[axis], dtype=x.dtype), [-1] + [1] * (x.shape.rank - axis - 1))
+        return x + tf.expand_dims(values, axis) * at_t  # at_t (T, 1, ...) broadcasts over the axes after `axis`
 
     @staticmethod
     def log_softmax(logits: tf.Tensor) -> tf.Tensor:
