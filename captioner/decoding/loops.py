@@ -17,7 +17,7 @@ import numpy as np
 from captioner.decoding.arrays import NUMPY, Array, nest_map
 from captioner.decoding.constraints import NEG_INF, RepeatBlocker, blocked_tokens
 from captioner.decoding.options import DEFAULT_DECODING, GREEDY, Caption, DecodeOptions
-from captioner.text.vocabulary import Vocabulary
+from captioner.text.vocabulary import Vocabulary, join_tokens
 
 
 def start(ops, decoder, features: Array, copies: int, training: bool = False) -> tuple[Any, Any]:
@@ -211,10 +211,11 @@ class Search:
                          block_repeats, max_length, keep)
 
     def _to_caption(self, tokens: np.ndarray, log_prob: float, alpha: np.ndarray, penalty: float) -> Caption:
-        words = self.vocab.words(tokens)
-        ended = bool((np.asarray(tokens) == self.vocab.end_id).any())  # False: cut at max_length
+        ids = np.asarray(tokens).tolist()  # Python ints: the vocabulary reads them one by one
+        words = self.vocab.words(ids)
+        ended = self.vocab.end_id in ids  # False: cut at max_length
         length = len(words) + ended
-        return Caption(self.vocab.decode(tokens), words, float(log_prob), alpha[: len(words)],
+        return Caption(join_tokens(words, self.vocab.tokenization), words, float(log_prob), alpha[: len(words)],
                        score=float(log_prob) / length**penalty, ended=ended)
 
     def _greedy_captions(self, outputs: tuple, penalty: float, n: int) -> list[Caption]:
