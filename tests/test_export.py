@@ -16,6 +16,7 @@ import captioner
 from captioner.cli.main import main
 from captioner.decoding.options import DecodeOptions
 from captioner.export import export_model
+from captioner.portable.model import PortableCaptioner
 
 SEARCHES = {"greedy": DecodeOptions(beam_size=1), "beam 3": DecodeOptions(beam_size=3, n_best=3),
             "beam 3, repeats allowed, no length penalty": DecodeOptions(beam_size=3, n_best=2, length_penalty=0.0,
@@ -153,6 +154,7 @@ def test_an_int8_export_stores_int8_weights_and_captions_like_the_float_one(expo
                  "--encoder-weights", str(shapes_model["weights"])]) == 0
     int8 = captioner.load(tmp_path / "int8")
     assert int8.manifest.extra == {"quantized": "int8"}
+    assert int8.decoder._step.pooled is int8.decoder._step.single  # int8 products ran slower on two threads
     for name in ("prepare", "step"):
         graph = onnx.load(tmp_path / "int8" / f"{name}.onnx").graph
         assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer), name
@@ -162,6 +164,22 @@ def test_an_int8_export_stores_int8_weights_and_captions_like_the_float_one(expo
         ours, theirs = int8.caption_features(features, options), keras_model.caption_features(features, options)
         assert sum(o.text == t.text for o, t in zip(ours, theirs, strict=True)) >= len(theirs) - 1
         np.testing.assert_allclose([o.confidence for o in ours], [t.confidence for t in theirs], atol=0.05)
+
+
+def test_steps_over_several_rows_run_on_the_thread_pool_with_the_same_results(exported, shapes_model):
+    """A float32 export steps one row on one thread and several (beam search) on the pool, which changes no
+    caption or score; threads=1 keeps every step on one thread."""
+    folder, keras_model = exported
+    pooled, single = PortableCaptioner(folder, threads=2), PortableCaptioner(folder, threads=1)
+    step = pooled.decoder._step
+    assert [f.session.get_session_options().intra_op_num_threads for f in (step.single, step.pooled)] == [1, 2]
+    assert single.decoder._step.pooled is single.decoder._step.single
+    features = keras_model.encode(_photos(shapes_model))
+    for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=3, n_best=3)):
+        ours, theirs = pooled.caption_features(features, options), single.caption_features(features, options)
+        assert [[c.text for c in x.n_best] for x in ours] == [[c.text for c in x.n_best] for x in theirs]
+        np.testing.assert_allclose([c.log_prob for x in ours for c in x.n_best],
+                                   [c.log_prob for x in theirs for c in x.n_best], atol=1e-5)
 
 
 def test_evaluate_scores_an_exported_folder(exported, shapes_model, tmp_path, capsys):

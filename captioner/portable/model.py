@@ -83,7 +83,8 @@ class PortableCaptioner(ImageCaptioner):
                                 f"again.") from None
         self.vocab = _read_vocabulary(self.folder, self.info)
         runtime, files = self.manifest.runtime, self.manifest.files
-        functions = {name: open_function(runtime, self.folder / files[name], name, threads)
+        quantized = bool(self.manifest.extra.get("quantized"))
+        functions = {name: open_function(runtime, self.folder / files[name], name, threads, quantized)
                      for name in ("encoder", "prepare", "step")}
         self.encoder = ExportedEncoder(functions["encoder"], self.info.encoder, self.manifest.image_size)
         self.decoder = ExportedDecoder(functions["prepare"], functions["step"], self.manifest.memory_arrays,

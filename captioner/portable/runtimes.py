@@ -8,6 +8,7 @@ missing package is a CaptionerError saying what to install.
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -97,17 +98,35 @@ class SavedModelFunction:
         return [np.asarray(x) for x in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
 
-def open_function(runtime: str, path: Path, name: str, threads: int = 0):
+class OnnxStep:
+    """The decoder's step on ONNX Runtime: a single row on one thread, several rows on `threads`.
+
+    Over one row (greedy decoding of one image) a step is bound by reading its weights (9 MB in float32),
+    which a second thread does not speed up while waking it at every step costs; over several rows (beam
+    search, batches) it is bound by arithmetic, which threads split. On 2 AVX2 cores, shipped English
+    model, float32 export: beam 3 took 14.4 and 13.1 ms a caption against 16.3 and 15.2 on one thread, in
+    two same-process comparisons. ONNX Runtime's int8 products were slower on two threads (10.1 against
+    9.5 ms), so int8 exports keep one; so does threads=1.
+    """
+
+    def __init__(self, path: Path, threads: int = 0, quantized: bool = False):
+        self.single = OnnxFunction(path, 1)
+        pooled = not quantized and (threads or os.cpu_count() or 1) > 1
+        self.pooled = OnnxFunction(path, threads) if pooled else self.single
+
+    def __call__(self, tokens: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+        return (self.single if len(tokens) == 1 else self.pooled)(tokens, *arrays)
+
+
+def open_function(runtime: str, path: Path, name: str, threads: int = 0, quantized: bool = False):
     """The exported function `name` ("encoder", "prepare" or "step") stored at `path`, on its runtime.
 
     `threads` (0: one per core) is for the encoder and the decoder's prepare (49 cells × 1280 channels
-    through the context maps: 7.3 ms on one AVX2 core, 3.8 ms on two); a step's few rows are too small
-    to split, so it runs on one thread (two took 0.40 ms against 0.47 in isolation, and were no faster
-    inside a search, where the second thread must wake at every step).
+    through the context maps: 7.3 ms on one AVX2 core, 3.8 ms on two), and on ONNX Runtime for steps over
+    several rows of a float32 export (OnnxStep). LiteRT runs steps on one thread.
     """
-    threads = 1 if name == "step" else threads
     if runtime == "onnx":
-        return OnnxFunction(path, threads)
+        return OnnxStep(path, threads, quantized) if name == "step" else OnnxFunction(path, threads)
     if runtime == "litert":
-        return LiteRTFunction(path, name, threads)
+        return LiteRTFunction(path, name, 1 if name == "step" else threads)
     return SavedModelFunction(path, name)
