@@ -17,7 +17,7 @@ import numpy as np
 from captioner.decoding.arrays import NUMPY, Array, nest_map
 from captioner.decoding.constraints import NEG_INF, RepeatBlocker, blocked_tokens
 from captioner.decoding.options import DEFAULT_DECODING, GREEDY, Caption, DecodeOptions
-from captioner.text.vocabulary import Vocabulary, join_tokens
+from captioner.text.vocabulary import Vocabulary
 
 
 def start(ops, decoder, features: Array, copies: int, training: bool = False) -> tuple[Any, Any]:
@@ -215,7 +215,7 @@ class Search:
         words = self.vocab.words(ids)
         ended = self.vocab.end_id in ids  # False: cut at max_length
         length = len(words) + ended
-        return Caption(join_tokens(words, self.vocab.tokenization), words, float(log_prob), alpha[: len(words)],
+        return Caption(self.vocab.join(words), words, float(log_prob), alpha[: len(words)],
                        score=float(log_prob) / length**penalty, ended=ended)
 
     def _greedy_captions(self, outputs: tuple, penalty: float, n: int) -> list[Caption]:

@@ -140,7 +140,11 @@ class Vocabulary:
         return out
 
     def decode(self, ids: Iterable[int]) -> str:
-        return join_tokens(self.words(ids), self.tokenization)
+        return self.join(self.words(ids))
+
+    def join(self, words: Iterable[str]) -> str:
+        """Tokens as text: words with spaces, characters without (what `decode` does after `words`)."""
+        return join_tokens(words, self.tokenization)
 
     @property
     def fingerprint(self) -> str:
