@@ -1,9 +1,9 @@
 """Parity of exported models with their Keras originals on dev photos: captions, n-best lists, confidences.
 
 Run by hand from the repository root (it is not part of the test suite); it exports each shipped model
-to ONNX first unless runs/bench/export_<lang> already holds an export:
+to ONNX first unless runs/bench/export_<name> already holds an export:
 
-    KERAS_HOME=$PWD/.keras python benchmarks/export_parity.py          # en, zh and de, 100 dev photos
+    KERAS_HOME=$PWD/.keras python benchmarks/export_parity.py          # en, zh, de, en-fast; 100 dev photos
     KERAS_HOME=$PWD/.keras python benchmarks/export_parity.py --quantize int8 --exports runs/bench/int8
 
 Both sides decode the same feature grids (the Keras encoder's) so that the decoders are compared, and the
@@ -22,7 +22,7 @@ import numpy as np
 
 import captioner
 from captioner.decoding.options import DecodeOptions
-from captioner.serving.shipped import SHIPPED_LANGUAGES, shipped_model_paths
+from captioner.serving.shipped import SHIPPED_MODELS, shipped_model_paths
 
 SEARCHES = {"greedy": DecodeOptions(beam_size=1), "beam 3": DecodeOptions(beam_size=3)}
 
@@ -34,17 +34,17 @@ def dev_photos(images: Path, count: int) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--langs", nargs="+", default=list(SHIPPED_LANGUAGES))
+    parser.add_argument("--models", nargs="+", default=list(SHIPPED_MODELS), choices=list(SHIPPED_MODELS))
     parser.add_argument("--images", default="../shared/data/flickr8k/Images")
     parser.add_argument("--photos", type=int, default=100)
-    parser.add_argument("--exports", default="runs/bench", help="folder of export_<lang> folders (made if missing)")
+    parser.add_argument("--exports", default="runs/bench", help="folder of export_<name> folders (made if missing)")
     parser.add_argument("--quantize", choices=["int8"], help="make missing exports with int8 decoder weights")
     args = parser.parse_args()
     photos = dev_photos(Path(args.images), args.photos)
     rows, differences = [], []
-    for lang in args.langs:
-        model_path, vocab_path = shipped_model_paths(lang)
-        folder = Path(args.exports) / f"export_{lang}"
+    for name in args.models:
+        model_path, vocab_path = shipped_model_paths(name)
+        folder = Path(args.exports) / f"export_{name}"
         if not (folder / "manifest.json").is_file():
             quantize = ["--quantize", args.quantize] if args.quantize else []
             subprocess.run([sys.executable, "-m", "captioner.cli.main", "export", str(model_path), "--tokenizer",
@@ -61,10 +61,10 @@ def main() -> None:
             same = [(t, o) for t, o in zip(theirs, ours, strict=True) if t.text == o.text]
             confidence = max((abs(t.confidence - o.confidence) for t, o in same), default=0.0)
             pixels = sum(t.text != e.text for t, e in zip(theirs, end_to_end, strict=True))
-            rows.append(f"| {lang} | {search} | {len(photos) - len(differ)} / {len(photos)} | {confidence:.1e} | "
+            rows.append(f"| {name} | {search} | {len(photos) - len(differ)} / {len(photos)} | {confidence:.1e} | "
                         f"{len(photos) - pixels} / {len(photos)} | {feature_error:.1e} |")
-            differences += [f"- {lang} {search}, {name}: Keras “{t.text}” ({t.confidence:.4f}), exported "
-                            f"“{o.text}” ({o.confidence:.4f})" for name, t, o in differ]
+            differences += [f"- {name} {search}, {photo}: Keras “{t.text}” ({t.confidence:.4f}), exported "
+                            f"“{o.text}” ({o.confidence:.4f})" for photo, t, o in differ]
     print("| model | search | same caption (same features) | max Δ confidence | same caption (exported encoder) "
           "| max Δ feature |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")

@@ -1,9 +1,9 @@
 """Where the shipped models of each language live, and the environment variables that override them.
 
 One place for the rules every surface follows (CLI, app, notebooks, scripts): English at the
-repository root, other languages in models/<lang>/; CAPTIONER_MODEL / CAPTIONER_TOKENIZER for
-English and CAPTIONER_MODEL_<LANG> / CAPTIONER_TOKENIZER_<LANG> for the others; the recipe that
-trains each is configs/flickr8k.yaml or configs/flickr8k_<lang>.yaml.
+repository root, other languages and the faster English variant in models/<name>/; CAPTIONER_MODEL /
+CAPTIONER_TOKENIZER for English and CAPTIONER_MODEL_<LANG> / CAPTIONER_TOKENIZER_<LANG> for the
+others; the recipe that trains each is configs/flickr8k.yaml or configs/flickr8k_<name>.yaml.
 """
 
 from __future__ import annotations
@@ -14,12 +14,16 @@ from pathlib import Path
 from captioner.serving.artifacts import MODEL_FILE, VOCAB_FILE
 
 SHIPPED_LANGUAGES = {"en": "English", "zh": "Chinese", "de": "German"}
+#: Every model the repository ships, by name, with the language it captions in: each language's default
+#: model and "en-fast", an English model with under half the decoder's weights, faster and lower dev scores
+#: (MODEL_CARD.md, "The fast English model"), chosen by its path, models/en-fast/.
+SHIPPED_MODELS = {**{lang: lang for lang in SHIPPED_LANGUAGES}, "en-fast": "en"}
 
 
-def shipped_model_paths(lang: str = "en", root: str | os.PathLike = ".") -> tuple[Path, Path]:
-    """Model and vocabulary shipped for a language: mymodel.h5 + tokenizer.pkl in the repository
-    root for English, models/<lang>/ for the others."""
-    folder = Path(root) if lang == "en" else Path(root) / "models" / lang
+def shipped_model_paths(name: str = "en", root: str | os.PathLike = ".") -> tuple[Path, Path]:
+    """Model and vocabulary of a shipped model (a language code or another of SHIPPED_MODELS' names):
+    mymodel.h5 + tokenizer.pkl in the repository root for English, models/<name>/ for the others."""
+    folder = Path(root) if name == "en" else Path(root) / "models" / name
     return folder / MODEL_FILE, folder / VOCAB_FILE
 
 
