@@ -3,7 +3,8 @@
 One place for the rules every surface follows (CLI, app, notebooks, scripts): English at the
 repository root, other languages and the faster English variant in models/<name>/; CAPTIONER_MODEL /
 CAPTIONER_TOKENIZER for English and CAPTIONER_MODEL_<LANG> / CAPTIONER_TOKENIZER_<LANG> for the
-others; the recipe that trains each is configs/flickr8k.yaml or configs/flickr8k_<name>.yaml.
+others; the recipe that trains each is configs/flickr8k.yaml or configs/flickr8k_<lang>.yaml
+(configs/flickr8k_small.yaml for the fast English model).
 """
 
 from __future__ import annotations
