@@ -1,7 +1,8 @@
 """On-disk feature cache: each image is encoded once, into memory-mapped float16 shards.
 
 Layout under <root>/<encoder>-<size>/ (<encoder>-<size>-mirrored/ for the features of the photos
-mirrored left to right, for flip augmentation): one shard per extraction job, `<id>.npy` (rows of
+mirrored left to right, for flip augmentation; a `-classes` suffix for the ImageNet probabilities of
+encoders with a classifier): one shard per extraction job, `<id>.npy` (rows of
 (cells, channels) features), `<id>.json` (the image keys of its rows) and `<id>.done.npy` (which
 rows are written). The done mask is replaced atomically after the rows are flushed, so an
 interrupted run resumes where it stopped and never trusts a half-written row.
@@ -97,9 +98,12 @@ class FeatureCache:
     mirrored=True: the features of each photo mirrored left to right, kept apart from the originals.
     """
 
-    def __init__(self, root: str | os.PathLike, encoder_name: str, image_size: int, mirrored: bool = False):
+    def __init__(self, root: str | os.PathLike, encoder_name: str, image_size: int, mirrored: bool = False,
+                 classes: bool = False):
         self.mirrored = mirrored
-        self.dir = Path(root) / f"{encoder_name}-{image_size}{'-mirrored' if mirrored else ''}"
+        self.root, self.encoder_name, self.image_size = Path(root), encoder_name, image_size
+        suffix = ("-mirrored" if mirrored else "") + ("-classes" if classes else "")
+        self.dir = self.root / f"{encoder_name}-{image_size}{suffix}"
         self._index: dict[str, tuple[str, int]] | None = None
 
     def _shard_ids(self) -> list[str]:
@@ -133,6 +137,8 @@ class FeatureCache:
         if job is None:
             return []
         failures: list[Failure] = []
+        # The classifier's probabilities, from the same pass, go to a companion cache with the same shards.
+        classes = ShardWriter(self.class_cache(), job.todo) if encoder.classifier else None
         bar = tqdm(total=len(job.rows_left), desc=f"Extracting {encoder.name} features",
                    unit="img", disable=not progress)
         for rows, images, failed in load_batches([job.todo[r] for r in job.rows_left], encoder.image_size,
@@ -141,11 +147,20 @@ class FeatureCache:
             if images is not None:
                 if self.mirrored:
                     images = images[:, :, ::-1]  # (batch, height, width, 3), columns reversed
-                job.write(job.rows_left[rows], encoder(images))  # (batch, cells, channels)
+                grids, probabilities = encoder.encode_and_classify(images)  # (batch, cells, channels), (batch, 1000)
+                if classes is not None:
+                    classes.write(job.rows_left[rows], probabilities)
+                job.write(job.rows_left[rows], grids)
             bar.update(len(rows) + len(failed))
         bar.close()
         job.close()
+        if classes is not None:
+            classes.close()
         return failures
+
+    def class_cache(self) -> FeatureCache:
+        """The cache of the ImageNet class probabilities (1000 a photo) of this cache's photos."""
+        return FeatureCache(self.root, self.encoder_name, self.image_size, self.mirrored, classes=True)
 
     def locations(self, paths: Sequence[str | os.PathLike]) -> list[tuple[Path, int]]:
         """(shard file, row) of each image's features, in the order given."""

