@@ -26,11 +26,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from captioner.artifacts.model_files import score_tables
 from captioner.data.images import ImageSource
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.errors import CaptionerError, WeightsError
 from captioner.serving import gallery
-from captioner.serving.artifacts import score_tables
 from captioner.serving.attention_maps import overlay
 from captioner.serving.shipped import env_names, recipe_path
 

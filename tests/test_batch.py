@@ -11,11 +11,11 @@ import pytest
 from model_checks import check_record
 from PIL import Image
 
+from captioner.artifacts.model_files import ModelInfo
 from captioner.decoding.options import DecodeOptions
 from captioner.errors import CaptionerError
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.serving.api import Captioner
-from captioner.serving.artifacts import ModelInfo
 from captioner.serving.batch import CaptionFile, caption_to_file
 from captioner.text.vocabulary import Vocabulary
 

@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from captioner.decoding.options import Caption, DecodeOptions
-from captioner.decoding.search import CaptionGenerator
+from captioner.decoding.tf_search import CaptionGenerator
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.text.vocabulary import SPECIAL_TOKENS, Vocabulary
 from captioner.training.xent import CaptionTrainer

@@ -11,8 +11,8 @@ import pytest
 from model_checks import check_record
 
 import captioner
+from captioner.artifacts.model_files import read_model_info
 from captioner.cli.main import main
-from captioner.serving.artifacts import read_model_info
 
 COMMANDS = ("extract", "train", "average", "caption", "evaluate")
 

@@ -11,9 +11,9 @@ from model_checks import check_record
 from PIL import Image
 
 import captioner
+from captioner.artifacts.model_files import ModelInfo, save_model
 from captioner.cli.main import main
 from captioner.models.base import build_caption_model, get_decoder
-from captioner.serving.artifacts import ModelInfo, save_model
 from captioner.text.vocabulary import Vocabulary
 
 VOCAB = Vocabulary.build(["a dog runs on the grass", "a red circle on a grey background"], min_count=1,

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from captioner.artifacts.model_files import ModelInfo, save_model
 from captioner.cli.main import main
 from captioner.decoding.options import Caption, DecodeOptions
-from captioner.decoding.search import CaptionGenerator
+from captioner.decoding.tf_search import CaptionGenerator
 from captioner.features.encoders import BACKBONES
 from captioner.models.base import build_caption_model, registered_decoders
-from captioner.serving.artifacts import ModelInfo, save_model
 from captioner.serving.shipped import shipped_model_paths
 from captioner.text.vocabulary import MAX_CAPTION_LENGTH, Vocabulary
 from captioner.training.config import TrainConfig

@@ -60,7 +60,7 @@ def test_dev_scores_decode_with_the_selection_search():
     import numpy as np
 
     from captioner.decoding.options import GREEDY, DecodeOptions
-    from captioner.decoding.search import CaptionGenerator
+    from captioner.decoding.tf_search import CaptionGenerator
     from captioner.models.base import build_caption_model, get_decoder
     from captioner.text.vocabulary import Vocabulary
     from captioner.training.callbacks import DevScores

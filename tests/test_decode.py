@@ -14,8 +14,8 @@ from model_checks import check_caption, expected_scores, teacher_forced
 from captioner.decoding.arrays import NUMPY
 from captioner.decoding.constraints import RepeatBlocker
 from captioner.decoding.options import DecodeOptions
-from captioner.decoding.search import CaptionGenerator
 from captioner.decoding.tf_arrays import TF
+from captioner.decoding.tf_search import CaptionGenerator
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.text.vocabulary import Vocabulary
 from captioner.training.xent import CaptionTrainer

@@ -9,13 +9,13 @@ import pytest
 import tensorflow as tf
 
 import captioner
+from captioner.artifacts.model_files import METADATA_ATTR, ModelInfo, read_model_info, save_model
 from captioner.decoding.options import GREEDY, DecodeOptions
-from captioner.decoding.search import CaptionGenerator
+from captioner.decoding.tf_search import CaptionGenerator
 from captioner.errors import ArtifactError, CaptionerError
 from captioner.models.base import build_caption_model, decoder_class, get_decoder, registered_decoders
 from captioner.models.ensemble import Ensemble
 from captioner.serving.api import Captioner, ensemble
-from captioner.serving.artifacts import METADATA_ATTR, ModelInfo, read_model_info, save_model
 from captioner.text.vocabulary import Vocabulary
 
 VOCAB = Vocabulary.build(["a red circle on grey", "two dogs run on the beach", "a man rides a blue bike"],

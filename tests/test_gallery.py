@@ -194,8 +194,8 @@ def test_missing_language_files_and_how_to_get_them(tmp_path):
 def test_visitors_choose_among_the_operators_models_only(tmp_path, monkeypatch):
     """CAPTIONER_MODELS_DIR offers its model folders under their language; a form value that is not one
     of the choices (a path, an index out of range) names no model, so the app opens nothing for it."""
+    from captioner.artifacts.model_files import ModelInfo, save_model
     from captioner.models.base import build_caption_model
-    from captioner.serving.artifacts import ModelInfo, save_model
     from captioner.text.vocabulary import Vocabulary
 
     vocab = Vocabulary.build(["ein hund"], min_count=1, lang="de")

@@ -6,10 +6,10 @@ import pytest
 from model_checks import check_caption
 
 import captioner
+from captioner.artifacts.model_files import read_model_info
 from captioner.data.datasets import load_dataset
 from captioner.decoding.options import GREEDY, DecodeOptions
 from captioner.evaluation.metrics import score_captions
-from captioner.serving.artifacts import read_model_info
 
 
 @pytest.mark.parametrize("trained", ["shapes_model", "updown_shapes_model"])

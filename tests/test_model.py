@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from model_checks import check_caption
 
-from captioner.decoding.search import CaptionGenerator
+from captioner.artifacts.model_files import ModelInfo, load_model, load_vocabulary, save_model, save_vocabulary
+from captioner.decoding.tf_search import CaptionGenerator
 from captioner.errors import ArtifactError
 from captioner.models.base import build_caption_model, get_decoder, registered_decoders
 from captioner.models.sat import ShowAttendTell, SoftAttention
-from captioner.serving.artifacts import ModelInfo, load_model, load_vocabulary, save_model, save_vocabulary
 from captioner.text.vocabulary import Vocabulary
 
 VOCAB = Vocabulary.build(["a red circle", "a blue square on grey", "two dogs"], min_count=1, max_length=6)

@@ -16,12 +16,12 @@ from conftest import ROOT
 from PIL import Image
 
 import captioner
+from captioner.artifacts.manifest import EXPORT_VERSION, MANIFEST_FILE, VOCABULARY_FILE, Manifest
 from captioner.cli.main import main
 from captioner.decoding.arrays import NUMPY
 from captioner.decoding.loops import Search
 from captioner.decoding.options import DecodeOptions
 from captioner.errors import ArtifactError, CaptionerError
-from captioner.export.manifest import EXPORT_VERSION, MANIFEST_FILE, VOCABULARY_FILE, Manifest
 from captioner.text.vocabulary import SPECIAL_TOKENS, Vocabulary
 
 VOCAB = Vocabulary([*SPECIAL_TOKENS, "red", "dog"])

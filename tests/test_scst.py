@@ -85,7 +85,7 @@ def test_leave_one_out_advantage_by_hand():
 def test_samples_stop_at_end_and_never_hold_special_tokens(tiny):
     import tensorflow as tf
 
-    from captioner.decoding.search import CaptionGenerator
+    from captioner.decoding.tf_search import CaptionGenerator
     from captioner.models.base import get_decoder
 
     model, vocab, _, centres = tiny
@@ -143,7 +143,7 @@ def test_sampled_log_probs_are_those_of_the_drawing_pass_with_or_without_dropout
     import keras
     import tensorflow as tf
 
-    from captioner.decoding.search import CaptionGenerator
+    from captioner.decoding.tf_search import CaptionGenerator
     from captioner.models.base import build_caption_model, get_decoder
     from captioner.text.vocabulary import Vocabulary
 
@@ -170,7 +170,7 @@ def test_copies_draw_several_captions_of_each_image_in_row_order():
     import keras
     import tensorflow as tf
 
-    from captioner.decoding.search import CaptionGenerator
+    from captioner.decoding.tf_search import CaptionGenerator
     from captioner.models.base import build_caption_model, get_decoder
     from captioner.text.vocabulary import Vocabulary
 

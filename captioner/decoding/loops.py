@@ -3,7 +3,7 @@
 Every search drives a decoder through `prepare` once per image and `step` once per word, so the
 decoder's state and the projected attention keys are carried between steps and no prefix is ever
 run through the network again. The loops use only the operations of captioner.decoding.arrays: the
-Keras path traces them into one compiled TensorFlow graph per search (captioner.decoding.search),
+Keras path traces them into one compiled TensorFlow graph per search (captioner.decoding.tf_search),
 the portable path runs them in NumPy over an exported decoder (captioner.portable), with no
 TensorFlow. `Search` turns their arrays into Captions, the same for both.
 """

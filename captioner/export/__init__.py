@@ -12,8 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
+from captioner.artifacts.manifest import RUNTIMES, VOCABULARY_FILE, Manifest
 from captioner.errors import CaptionerError
-from captioner.export.manifest import RUNTIMES, VOCABULARY_FILE, Manifest
 
 FORMATS = tuple(RUNTIMES)  # onnx (recommended: fastest on CPU), litert, savedmodel
 QUANTIZATIONS = ("int8",)  # stored decoder weights; none (float32) by default

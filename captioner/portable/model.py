@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from captioner.artifacts.manifest import VOCABULARY_FILE, Manifest, read_manifest
+from captioner.artifacts.model_files import ModelInfo
+from captioner.decoding.captioning import ImageCaptioner
 from captioner.decoding.loops import Search
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.errors import ArtifactError
-from captioner.export.manifest import VOCABULARY_FILE, Manifest, read_manifest
 from captioner.portable.runtimes import open_function
-from captioner.serving.artifacts import ModelInfo
-from captioner.serving.captioning import ImageCaptioner
 from captioner.text.vocabulary import Vocabulary
 
 

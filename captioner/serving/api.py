@@ -8,14 +8,14 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from captioner.artifacts.model_files import MODEL_FILE, VOCAB_FILE, ModelInfo, load_model
+from captioner.decoding.captioning import ImageCaptioner
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
-from captioner.decoding.search import CaptionGenerator
+from captioner.decoding.tf_search import CaptionGenerator
 from captioner.errors import ArtifactError, CaptionerError
 from captioner.features.encoders import ImageEncoder, shared_encoder
 from captioner.models.base import StepDecoder, get_decoder
 from captioner.models.ensemble import Ensemble
-from captioner.serving.artifacts import MODEL_FILE, VOCAB_FILE, ModelInfo, load_model
-from captioner.serving.captioning import ImageCaptioner
 from captioner.text.vocabulary import Vocabulary
 
 

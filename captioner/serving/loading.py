@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from captioner.serving.artifacts import MODEL_FILE, VOCAB_FILE
+from captioner.artifacts.model_files import MODEL_FILE, VOCAB_FILE
 
 if TYPE_CHECKING:
     from captioner.portable.model import PortableCaptioner

@@ -8,9 +8,9 @@ import keras
 from matplotlib.figure import Figure
 
 from captioner.decoding.options import GREEDY, DecodeOptions
-from captioner.decoding.search import CaptionGenerator
+from captioner.decoding.tf_search import CaptionGenerator
 from captioner.evaluation.metrics import score_captions
-from captioner.training.datasets import Features
+from captioner.training.pipelines import Features
 
 
 class DevScores(keras.callbacks.Callback):

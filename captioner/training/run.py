@@ -18,10 +18,21 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
+from captioner.artifacts.model_files import ModelInfo, load_model, save_model, vocabulary_beside
 from captioner.data.datasets import CaptionDataset, load_dataset
 from captioner.decoding.options import DecodeOptions
-from captioner.decoding.search import CaptionGenerator
-from captioner.distributed.strategy import (
+from captioner.decoding.tf_search import CaptionGenerator
+from captioner.errors import CaptionerError, DataError
+from captioner.features.cache import FeatureCache, FeatureTable
+from captioner.features.encoders import ImageEncoder, get_backbone
+from captioner.models.base import build_caption_model, get_decoder
+from captioner.text.vocabulary import Vocabulary
+from captioner.training.callbacks import DevScores, plot_history
+from captioner.training.config import MONITORS, TrainConfig
+from captioner.training.pipelines import Features, caption_dataset, encode_split, image_dataset, split_captions, views
+from captioner.training.rewards import CiderD
+from captioner.training.scst import SelfCriticalTrainer
+from captioner.training.strategy import (
     ChiefDevScores,
     broadcast_from_chief,
     fit_multi_worker,
@@ -29,17 +40,6 @@ from captioner.distributed.strategy import (
     is_multi_worker,
     worker_index,
 )
-from captioner.errors import CaptionerError, DataError
-from captioner.features.cache import FeatureCache, FeatureTable
-from captioner.features.encoders import ImageEncoder, get_backbone
-from captioner.models.base import build_caption_model, get_decoder
-from captioner.serving.artifacts import ModelInfo, load_model, save_model, vocabulary_beside
-from captioner.text.vocabulary import Vocabulary
-from captioner.training.callbacks import DevScores, plot_history
-from captioner.training.config import MONITORS, TrainConfig
-from captioner.training.datasets import Features, caption_dataset, encode_split, image_dataset, split_captions, views
-from captioner.training.rewards import CiderD
-from captioner.training.scst import SelfCriticalTrainer
 from captioner.training.xent import CaptionTrainer
 
 

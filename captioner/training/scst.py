@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioner.decoding.search import CaptionGenerator
+from captioner.decoding.tf_search import CaptionGenerator
 from captioner.models.base import get_decoder
 from captioner.text.vocabulary import Vocabulary
 from captioner.training.rewards import CiderD

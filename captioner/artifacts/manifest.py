@@ -33,7 +33,7 @@ class Manifest:
     state_arrays: int  # step takes tokens, the state arrays, the memory arrays; returns logits, α, state
     grid_shape: tuple[int, int]  # rows and columns of the feature grid, e.g. (7, 7)
     image_size: int  # the encoder's input is (batch, image_size, image_size, 3) uint8
-    info: dict  # the model file's metadata (captioner.serving.artifacts.ModelInfo fields)
+    info: dict  # the model file's metadata (captioner.artifacts.model_files.ModelInfo fields)
     version: int = EXPORT_VERSION
     captioner_version: str = ""
     format: str = EXPORT_FORMAT

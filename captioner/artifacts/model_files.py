@@ -244,7 +244,7 @@ def load_model(model_path: str | os.PathLike, vocab_path: str | os.PathLike,
             f"{len(vocab)} words ({vocab.fingerprint}). Use the tokenizer.pkl saved with the model.")
     import keras
 
-    from captioner.serving.safe_loading import check_model_classes
+    from captioner.artifacts.safe_loading import check_model_classes
 
     check_model_classes(model_path)  # no Lambda or foreign class reaches Keras's deserialiser
     try:
