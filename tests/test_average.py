@@ -11,8 +11,8 @@ from captioner.artifacts.model_files import (
     read_model_info,
     record_scores,
     save_model,
-    score_tables,
 )
+from captioner.artifacts.scores import score_tables
 from captioner.cli.main import main
 from captioner.errors import CaptionerError
 from captioner.models.base import build_caption_model

@@ -72,7 +72,7 @@ def test_n_best_json_lines(model_args, photos, capsys):
         texts = [n["caption"] for n in line["n_best"]]
         assert texts[0] == line["caption"] and len(set(texts)) == len(texts) <= 3
         # Each alternative's confidence and log p are the model's own for its words, not another beam's.
-        check_record(line, model.model, model.vocab, grid, model.generator.max_length)
+        check_record(line, model.model, model.vocab, grid, model.search.max_length)
 
 
 def test_n_best_cannot_exceed_the_beam(model_args, photos, capsys):

@@ -109,7 +109,7 @@ def test_caption_images_captions_good_files_around_bad_ones(shapes_model):
     assert all(not r.captions and r.error for r in results if r.name not in good)
     assert calls == [(2, 5), (4, 5), (5, 5)]
     assert results[0].captions["en"].text == "a red circle on a white background"
-    assert 1 <= len(results[0].captions["en"].n_best) <= 2
+    assert 1 <= len(results[0].captions["en"].ranked) <= 2
 
 
 class _CountingCaptioner:

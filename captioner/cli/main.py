@@ -242,7 +242,7 @@ def _print_caption(path: Path, caption: Caption, args: argparse.Namespace, with_
     if args.n_best == 1:
         print(f"{lead}{caption.text}")
         return
-    for rank, alternative in enumerate(caption.n_best, 1):
+    for rank, alternative in enumerate(caption.ranked, 1):
         print(f"{lead}{rank}. {alternative.text} ({alternative.confidence:.2f})")
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from captioner.decoding.loops import Search, beam_loop, greedy_loop
+from captioner.decoding.loops import SearchSettings, beam_loop, greedy_loop
+from captioner.decoding.search import Search
 from captioner.decoding.tf_arrays import TF
 from captioner.models.base import StepDecoder
 from captioner.text.vocabulary import Vocabulary
@@ -30,8 +31,9 @@ def _bucketed(features: np.ndarray) -> tf.Tensor:
     return tf.constant(np.concatenate([features, padding]))  # (bucket, cells, channels)
 
 
-class CaptionGenerator(Search):
-    """Greedy decoding, beam search and sampling for batches of feature grids, with any StepDecoder."""
+class TFSearch(Search):
+    """Greedy decoding, beam search and sampling for batches of feature grids, with any StepDecoder, each search
+    compiled by TensorFlow."""
 
     def __init__(self, decoder: StepDecoder, vocab: Vocabulary, max_length: int | None = None):
         super().__init__(decoder, vocab, max_length, TF)
@@ -43,15 +45,12 @@ class CaptionGenerator(Search):
     def _inputs(self, features: np.ndarray) -> tf.Tensor:
         return _bucketed(features)
 
-    def _greedy_graph(self, features: tf.Tensor, block_unk: bool, block_repeats: bool, max_length: int,
-                      sample: bool = False, training: bool = False, copies: int = 1) -> tuple:
-        return greedy_loop(TF, self.decoder, self.vocab, features, block_unk, block_repeats, max_length, sample,
-                           training, copies)
+    def _greedy_graph(self, features: tf.Tensor, settings: SearchSettings, sample: bool = False,
+                      training: bool = False, copies: int = 1) -> tuple:
+        return greedy_loop(TF, self.decoder, self.vocab, features, settings, sample, training, copies)
 
-    def _beam_graph(self, features: tf.Tensor, beam_size: int, length_penalty: float, block_unk: bool,
-                    block_repeats: bool, max_length: int, keep: int | None = None) -> tuple:
-        return beam_loop(TF, self.decoder, self.vocab, features, beam_size, length_penalty, block_unk, block_repeats,
-                         max_length, keep)
+    def _beam_graph(self, features: tf.Tensor, settings: SearchSettings) -> tuple:
+        return beam_loop(TF, self.decoder, self.vocab, features, settings)
 
     def sample(self, features: tf.Tensor, max_length: int | None = None, training: bool = False,
                copies: int = 1) -> tuple[tf.Tensor, tf.Tensor]:
@@ -62,7 +61,7 @@ class CaptionGenerator(Search):
         once. Under a GradientTape with training=True the log-probabilities carry the gradient of the very
         pass that drew the words, dropout masks included (self-critical training needs no second pass).
         """
-        tokens, log_probs, _ = self._sample(features, True, False, max_length or self.max_length, True,
-                                            training, copies)  # (rows*copies, T) each
+        settings = SearchSettings(1, 0.0, True, False, max_length or self.max_length, 1)  # <unk> blocked, repeats not
+        tokens, log_probs, _ = self._sample(features, settings, True, training, copies)  # (rows*copies, T) each
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(tokens != self.vocab.pad_id, tf.int32), axis=1))
         return tokens[:, :longest], log_probs[:, :longest]  # (rows*copies, longest) each

@@ -24,6 +24,6 @@ def load(model_path: str | os.PathLike = MODEL_FILE, vocab_path: str | os.PathLi
         from captioner.portable.model import PortableCaptioner
 
         return PortableCaptioner(model_path)
-    from captioner.serving.api import load as load_keras
+    from captioner.serving.api import load_keras
 
     return load_keras(model_path, vocab_path, encoder_weights)

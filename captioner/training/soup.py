@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from captioner.artifacts.model_files import load_model, save_model, without_scores
+from captioner.artifacts.model_files import load_model, save_model
+from captioner.artifacts.scores import without_scores
 from captioner.errors import CaptionerError
 
 
