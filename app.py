@@ -26,11 +26,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from captioner.artifacts.scores import score_tables
 from captioner.data.images import ImageSource
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.errors import CaptionerError, WeightsError
 from captioner.serving import gallery
-from captioner.serving.artifacts import score_tables
 from captioner.serving.attention_maps import overlay
 from captioner.serving.shipped import env_names, recipe_path
 
@@ -235,9 +235,9 @@ def caption_block(index: int, lang: str, caption: Caption, labelled: bool) -> No
     st.progress(caption.confidence, text=f"confidence {caption.confidence:.0%}")
     st.code(gallery.alt_text(caption), language=None, wrap_lines=True)  # has a copy button
     if caption.alternatives:
-        with st.expander(f"{len(caption.n_best)} best captions"):
+        with st.expander(f"{len(caption.ranked)} best captions"):
             st.markdown("\n".join(f"{rank}. {md(alt.text)} — {alt.confidence:.0%}"
-                                  for rank, alt in enumerate(caption.n_best, 1)))
+                                  for rank, alt in enumerate(caption.ranked, 1)))
 
 
 def card(index: int, result: gallery.ImageResult, languages: list[str]) -> None:

@@ -46,7 +46,7 @@ def seed_style_features(model: Captioner, path: Path) -> np.ndarray:
 def seed_style_decode(model: Captioner, features: np.ndarray) -> str:
     """Greedy decoding the naive way: re-run the whole padded prefix through the model for each word."""
     word_index = {token: i for i, token in enumerate(model.vocab.tokens)}  # like a Keras Tokenizer's
-    max_length = model.generator.max_length
+    max_length = model.search.max_length
     blocked = [model.vocab.pad_id, model.vocab.start_id, model.vocab.unk_id]
     text = START
     for _ in range(max_length):

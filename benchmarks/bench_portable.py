@@ -41,7 +41,7 @@ def decoder_alone(loaded, path: str):
     (3 beams and the greedy row) with no search around them: the least any beam-3 search of this decoder costs."""
     from captioner.decoding.loops import start
 
-    generator = loaded.generator
+    generator = loaded.search
     ops, decoder, start_id = generator.ops, generator.decoder, generator.vocab.start_id
 
     def run(features, steps):

@@ -10,10 +10,10 @@ import argparse
 import re
 
 import captioner
+from captioner.artifacts.model_files import vocabulary_beside
 from captioner.data.datasets import load_dataset
 from captioner.decoding.options import DecodeOptions
 from captioner.evaluation.evaluate import caption_split
-from captioner.serving.artifacts import vocabulary_beside
 
 WORDS = ("man", "woman", "boy", "girl", "person", "people", "dog", "cat")
 FEMALE, MALE = r"\b(woman|women|girl|girls|lady)\b", r"\b(man|men|boy|boys|guy)\b"

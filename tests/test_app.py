@@ -92,7 +92,7 @@ def test_decoding_controls_change_the_search(app_env):
     expected = model.caption(image, DecodeOptions(beam_size=4, n_best=3))
     assert caption_of(at, 0) == expected.text
     alternatives = at.main.expander[0]
-    assert alternatives.label == f"{len(expected.n_best)} best captions"
+    assert alternatives.label == f"{len(expected.ranked)} best captions"
     assert alternatives.markdown[0].value.startswith(f"1. {expected.text}")
 
     at.sidebar.radio[0].set_value("Greedy").run()

@@ -15,7 +15,7 @@ import appdriver  # scripts/appdriver.py, on pytest's pythonpath
 import pytest
 from conftest import draw_shape
 
-from captioner.serving.artifacts import load_vocabulary
+from captioner.artifacts.model_files import load_vocabulary
 
 pytest.importorskip("playwright.async_api")
 

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+from captioner.artifacts import model_files
+from captioner.artifacts.model_files import ModelInfo, load_model, load_vocabulary, save_model, save_vocabulary
 from captioner.models.base import build_caption_model
-from captioner.serving import artifacts
-from captioner.serving.artifacts import ModelInfo, load_model, load_vocabulary, save_model, save_vocabulary
 from captioner.text.vocabulary import Vocabulary
 
 VOCAB = Vocabulary.build(["a dog runs on the grass", "a red circle on a grey background"], min_count=1,
@@ -55,7 +55,7 @@ PAUSING_SAVER = textwrap.dedent("""
     import h5py
     sys.path.insert(0, sys.argv[3])
     from test_atomic_save import INFO, VOCAB, _model
-    from captioner.serving.artifacts import save_model
+    from captioner.artifacts.model_files import save_model
 
     folder, fraction = Path(sys.argv[1]), float(sys.argv[2])
     calls = [0]
@@ -111,17 +111,17 @@ def test_sigkill_during_a_save_leaves_the_previous_model(tmp_path, fraction):
 def test_an_error_during_a_save_keeps_the_previous_model_and_cleans_up(tmp_path, monkeypatch):
     first = _model(0)
     save_model(first, VOCAB, INFO, tmp_path / "mymodel.h5", tmp_path / "tokenizer.pkl")
-    copy = artifacts._copy_as_float16
+    copy = model_files._copy_as_float16
 
     def copy_half_then_fail(source: h5py.Group, target: h5py.Group) -> None:
         for name in list(source)[:1]:
             source.copy(name, target)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(artifacts, "_copy_as_float16", copy_half_then_fail)
+    monkeypatch.setattr(model_files, "_copy_as_float16", copy_half_then_fail)
     with pytest.raises(OSError, match="No space left"):
         save_model(_model(1), VOCAB, INFO, tmp_path / "mymodel.h5", tmp_path / "tokenizer.pkl")
-    monkeypatch.setattr(artifacts, "_copy_as_float16", copy)
+    monkeypatch.setattr(model_files, "_copy_as_float16", copy)
     _assert_first_model_intact(tmp_path, _weights(first))
     assert _leftovers(tmp_path) == []
 
@@ -130,7 +130,7 @@ def test_a_first_save_that_fails_leaves_nothing(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(artifacts, "_copy_as_float16", fail)
+    monkeypatch.setattr(model_files, "_copy_as_float16", fail)
     with pytest.raises(OSError):
         save_model(_model(0), VOCAB, INFO, tmp_path / "mymodel.h5", tmp_path / "tokenizer.pkl")
     assert list(tmp_path.iterdir()) == []

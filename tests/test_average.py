@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from captioner.artifacts.model_files import (
+    ModelInfo,
+    load_model,
+    read_model_info,
+    record_scores,
+    save_model,
+)
+from captioner.artifacts.scores import score_tables
 from captioner.cli.main import main
 from captioner.errors import CaptionerError
 from captioner.models.base import build_caption_model
-from captioner.serving.artifacts import ModelInfo, load_model, read_model_info, record_scores, save_model, score_tables
 from captioner.text.vocabulary import Vocabulary
 from captioner.training.soup import average_models
 

@@ -11,11 +11,11 @@ import pytest
 from model_checks import check_record
 from PIL import Image
 
+from captioner.artifacts.model_files import ModelInfo
 from captioner.decoding.options import DecodeOptions
 from captioner.errors import CaptionerError
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.serving.api import Captioner
-from captioner.serving.artifacts import ModelInfo
 from captioner.serving.batch import CaptionFile, caption_to_file
 from captioner.text.vocabulary import Vocabulary
 
@@ -95,9 +95,9 @@ def test_output_holds_the_same_captions_as_captioning_one_by_one(model, tmp_path
         expected = model.caption(path, OPTIONS)
         assert record["caption"] == expected.text
         assert record["confidence"] == pytest.approx(expected.confidence, abs=1e-4)
-        assert [n["caption"] for n in record["n_best"]] == [a.text for a in expected.n_best]
+        assert [n["caption"] for n in record["n_best"]] == [a.text for a in expected.ranked]
         # Each row's and n-best entry's confidence and log p are the model's own for that caption's words.
-        check_record(record, model.model, VOCAB, grid, model.generator.max_length)
+        check_record(record, model.model, VOCAB, grid, model.search.max_length)
 
 
 def test_interrupted_run_resumes_without_redoing_work(model, counting, tmp_path):

@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from captioner.decoding.options import Caption, DecodeOptions
-from captioner.decoding.search import CaptionGenerator
+from captioner.decoding.tf_search import TFSearch
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.text.vocabulary import SPECIAL_TOKENS, Vocabulary
 from captioner.training.xent import CaptionTrainer
@@ -41,8 +41,8 @@ def model() -> keras.Model:
 
 
 @pytest.fixture(scope="module")
-def generator(model: keras.Model) -> CaptionGenerator:
-    return CaptionGenerator(get_decoder(model), VOCAB, max_length=8)
+def generator(model: keras.Model) -> TFSearch:
+    return TFSearch(get_decoder(model), VOCAB, max_length=8)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def _assert_same_list(got: list[Caption], truth: dict[str, tuple[float, float]],
 
 @pytest.mark.parametrize(("max_length", "block_unk", "penalty"),
                          [(3, True, 0.7), (3, False, 0.0), (4, True, 1.0)])
-def test_exhaustive_beam_is_the_enumeration(model: keras.Model, generator: CaptionGenerator, features: np.ndarray,
+def test_exhaustive_beam_is_the_enumeration(model: keras.Model, generator: TFSearch, features: np.ndarray,
                                             max_length: int, block_unk: bool, penalty: float) -> None:
     """An exhaustive beam returns the enumeration's best caption, and its n-best list is the enumeration's top n."""
     words = len(VOCAB) - 3 - block_unk
@@ -107,14 +107,14 @@ def test_exhaustive_beam_is_the_enumeration(model: keras.Model, generator: Capti
     for n_best in (total, 5):
         captions = generator.generate(features, replace(options, n_best=n_best))
         if not block_unk and n_best == total:
-            assert any("<unk>" in c.text for c in captions[0].n_best), "<unk> is allowed here and must be written"
+            assert any("<unk>" in c.text for c in captions[0].ranked), "<unk> is allowed here and must be written"
         for caption, truth in zip(captions, truths, strict=True):
             best = max(truth, key=lambda text: truth[text][0])
             second = sorted(s for s, _ in truth.values())[-2]
             assert truth[best][0] - second > 1e-3, "the test model should have a clear best caption"
             assert caption.text == best
-            assert caption.n_best[0] is caption
-            _assert_same_list(caption.n_best, truth, n_best)
+            assert caption.ranked[0] is caption
+            _assert_same_list(caption.ranked, truth, n_best)
 
 
 # Two ways to start: "red" (3 of 5 captions) with three equally likely endings, or "blue" (2 of 5) with one.
@@ -139,7 +139,7 @@ def garden_model() -> keras.Model:
 
 def test_beam_beats_greedy_on_a_garden_path(garden_model: keras.Model) -> None:
     """Beam search finds the caption that greedy decoding cannot: a strictly higher score and different text."""
-    generator = CaptionGenerator(get_decoder(garden_model), GARDEN_VOCAB, max_length=4)
+    generator = TFSearch(get_decoder(garden_model), GARDEN_VOCAB, max_length=4)
     grid = np.random.default_rng(1).normal(size=(1, CELLS, CHANNELS)).astype("float32")
     greedy = generator.greedy(grid, DecodeOptions(beam_size=1))[0]
     beam = generator.beam(grid, DecodeOptions(beam_size=2))[0]

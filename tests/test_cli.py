@@ -11,8 +11,8 @@ import pytest
 from model_checks import check_record
 
 import captioner
+from captioner.artifacts.model_files import read_model_info
 from captioner.cli.main import main
-from captioner.serving.artifacts import read_model_info
 
 COMMANDS = ("extract", "train", "average", "caption", "evaluate")
 
@@ -51,7 +51,7 @@ def test_caption_prints_captions_and_reports_bad_files(shapes_model, tmp_path, c
     line = json.loads(out.strip())
     assert line["caption"] == shapes_model["held_out"][image.name]
     model = captioner.load(result.model_path, result.vocab_path, encoder_weights=shapes_model["weights"])
-    check_record(line, model.model, model.vocab, model.encode([image])[0], model.generator.max_length)
+    check_record(line, model.model, model.vocab, model.encode([image])[0], model.search.max_length)
     assert "bad.jpg: not an image" in err and "1 of 2 images could not be captioned" in err
 
 

@@ -11,9 +11,9 @@ from model_checks import check_record
 from PIL import Image
 
 import captioner
+from captioner.artifacts.model_files import ModelInfo, save_model
 from captioner.cli.main import main
 from captioner.models.base import build_caption_model, get_decoder
-from captioner.serving.artifacts import ModelInfo, save_model
 from captioner.text.vocabulary import Vocabulary
 
 VOCAB = Vocabulary.build(["a dog runs on the grass", "a red circle on a grey background"], min_count=1,
@@ -72,7 +72,7 @@ def test_n_best_json_lines(model_args, photos, capsys):
         texts = [n["caption"] for n in line["n_best"]]
         assert texts[0] == line["caption"] and len(set(texts)) == len(texts) <= 3
         # Each alternative's confidence and log p are the model's own for its words, not another beam's.
-        check_record(line, model.model, model.vocab, grid, model.generator.max_length)
+        check_record(line, model.model, model.vocab, grid, model.search.max_length)
 
 
 def test_n_best_cannot_exceed_the_beam(model_args, photos, capsys):

@@ -1,7 +1,7 @@
 """Wiring: each `captioner caption` search flag reaches the search, and every shipped recipe is a valid setting.
 
 The search itself is replaced by a recorder, so these tests check exactly which DecodeOptions arrive at
-`CaptionGenerator.generate` (the entry point of greedy and beam search) for a given command line.
+`TFSearch.generate` (the entry point of greedy and beam search) for a given command line.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from captioner.artifacts.model_files import ModelInfo, save_model
 from captioner.cli.main import main
 from captioner.decoding.options import Caption, DecodeOptions
-from captioner.decoding.search import CaptionGenerator
+from captioner.decoding.tf_search import TFSearch
 from captioner.features.encoders import BACKBONES
 from captioner.models.base import build_caption_model, registered_decoders
-from captioner.serving.artifacts import ModelInfo, save_model
 from captioner.serving.shipped import shipped_model_paths
 from captioner.text.vocabulary import MAX_CAPTION_LENGTH, Vocabulary
 from captioner.training.config import TrainConfig
@@ -50,15 +50,15 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def received(monkeypatch: pytest.MonkeyPatch) -> list[DecodeOptions]:
-    """The DecodeOptions every call of CaptionGenerator.generate receives (it answers with a fixed caption)."""
+    """The DecodeOptions every call of TFSearch.generate receives (it answers with a fixed caption)."""
     calls: list[DecodeOptions] = []
 
-    def generate(self: CaptionGenerator, features: np.ndarray, options: DecodeOptions) -> list[Caption]:
+    def generate(self: TFSearch, features: np.ndarray, options: DecodeOptions) -> list[Caption]:
         calls.append(options)
         return [Caption("a dog", ["a", "dog"], -1.0, np.full((2, features.shape[1]), 1 / features.shape[1]),
                         score=-0.5) for _ in features]
 
-    monkeypatch.setattr(CaptionGenerator, "generate", generate)
+    monkeypatch.setattr(TFSearch, "generate", generate)
     return calls
 
 

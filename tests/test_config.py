@@ -60,7 +60,7 @@ def test_dev_scores_decode_with_the_selection_search():
     import numpy as np
 
     from captioner.decoding.options import GREEDY, DecodeOptions
-    from captioner.decoding.search import CaptionGenerator
+    from captioner.decoding.tf_search import TFSearch
     from captioner.models.base import build_caption_model, get_decoder
     from captioner.text.vocabulary import Vocabulary
     from captioner.training.callbacks import DevScores
@@ -71,7 +71,7 @@ def test_dev_scores_decode_with_the_selection_search():
     out_vocab = get_decoder(model).out_vocab
     out_vocab.bias.assign(out_vocab.bias - 5 * keras.ops.one_hot(vocab.end_id, len(vocab)))  # no empty captions
     features = np.random.default_rng(0).normal(size=(24, 4, 8)).astype("float32")
-    generator = CaptionGenerator(get_decoder(model), vocab, max_length=6)
+    generator = TFSearch(get_decoder(model), vocab, max_length=6)
     names = [str(i) for i in range(len(features))]
     beam = DecodeOptions(beam_size=4)
     captions = {search: [c.text for c in generator.generate(features, search)] for search in (GREEDY, beam)}

@@ -13,9 +13,10 @@ from model_checks import check_caption, expected_scores, teacher_forced
 
 from captioner.decoding.arrays import NUMPY
 from captioner.decoding.constraints import RepeatBlocker
+from captioner.decoding.loops import SearchSettings
 from captioner.decoding.options import DecodeOptions
-from captioner.decoding.search import CaptionGenerator
 from captioner.decoding.tf_arrays import TF
+from captioner.decoding.tf_search import TFSearch
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.text.vocabulary import Vocabulary
 from captioner.training.xent import CaptionTrainer
@@ -54,7 +55,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def generator(model):
-    return CaptionGenerator(get_decoder(model), VOCAB, max_length=MAX_LENGTH)
+    return TFSearch(get_decoder(model), VOCAB, max_length=MAX_LENGTH)
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +107,13 @@ def test_beam_width_one_is_exactly_greedy(generator, features):
         beam = generator.generate(features, options)
         assert [c.text for c in beam] == [c.text for c in greedy]
         assert [c.log_prob for c in beam] == [c.log_prob for c in greedy]
-        assert all(c.alternatives == [] and c.n_best == [c] for c in beam)
+        assert all(c.alternatives == [] and c.ranked == [c] for c in beam)
 
 
 def test_beam_search_machinery_with_one_beam_follows_greedy(generator, features):
     """With k=1 and raw log-probabilities, the beam bookkeeping (pool, gathers, stopping) reproduces greedy."""
     seqs, scores, norms, _, (greedy_tokens, greedy_logp, _) = generator._beam(
-        tf.constant(features), 1, 0.0, True, True, MAX_LENGTH)
+        tf.constant(features), SearchSettings(1, 0.0, True, True, MAX_LENGTH, 1))
     best = np.argmax(norms.numpy(), axis=1)
     beam_tokens = seqs.numpy()[np.arange(len(features)), best]
     assert [VOCAB.decode(row) for row in beam_tokens] == [VOCAB.decode(row) for row in greedy_tokens.numpy()]
@@ -121,7 +122,7 @@ def test_beam_search_machinery_with_one_beam_follows_greedy(generator, features)
 
 
 def test_greedy_decoded_inside_the_beam_search_is_the_greedy_caption(generator, features):
-    *_, inside = generator._beam(tf.constant(features), 3, 0.7, True, True, MAX_LENGTH)
+    *_, inside = generator._beam(tf.constant(features), SearchSettings(3, 0.7, True, True, MAX_LENGTH, 3))
     assert [VOCAB.decode(row) for row in inside[0].numpy()] == [c.text for c in generator.greedy(features)]
 
 
@@ -143,7 +144,7 @@ def test_beam_search_finds_better_captions_than_greedy(generator, features):
 def test_scores_are_the_model_log_probabilities(model, generator, features):
     options = DecodeOptions(beam_size=4, n_best=4, length_penalty=0.7)
     for image, caption in zip(features, generator.generate(features, options), strict=True):
-        for alternative in caption.n_best:
+        for alternative in caption.ranked:
             if len(alternative.words) < MAX_LENGTH:  # ended with <end>
                 expected, _ = expected_scores(model, VOCAB, image, alternative.words)
                 np.testing.assert_allclose(alternative.log_prob, expected, rtol=1e-4, atol=1e-4)
@@ -154,9 +155,9 @@ def test_n_best_entries_are_distinct_and_sorted(generator, features):
     captions = generator.generate(features, DecodeOptions(beam_size=5, n_best=4))
     assert any(c.alternatives for c in captions)
     for caption in captions:
-        texts = [a.text for a in caption.n_best]
-        scores = [a.score for a in caption.n_best]
-        assert caption.n_best[0] is caption and caption not in caption.alternatives and 1 <= len(texts) <= 4
+        texts = [a.text for a in caption.ranked]
+        scores = [a.score for a in caption.ranked]
+        assert caption.ranked[0] is caption and caption not in caption.alternatives and 1 <= len(texts) <= 4
         assert len(set(texts)) == len(texts)
         assert scores == sorted(scores, reverse=True)
 
@@ -166,7 +167,7 @@ def test_confidence_is_the_geometric_mean_of_the_token_probabilities(model, gene
     checked = 0
     for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=3, n_best=3, length_penalty=0.0)):
         for image, caption in zip(features, generator.generate(features, options), strict=True):
-            for alternative in caption.n_best:
+            for alternative in caption.ranked:
                 if len(alternative.words) < MAX_LENGTH:  # ended with <end>
                     probs, _ = teacher_forced(model, VOCAB, image, alternative.words)
                     assert alternative.confidence == pytest.approx(np.prod(probs) ** (1 / len(probs)), rel=1e-4)
@@ -179,7 +180,7 @@ def test_attention_is_the_models_attention_for_those_words(model, generator, fea
     came from, as a teacher-forced pass over the same words gives it."""
     for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=3, n_best=3)):
         for image, caption in zip(features, generator.generate(features, options), strict=True):
-            for alternative in caption.n_best:
+            for alternative in caption.ranked:
                 assert alternative.attention.shape == (len(alternative.words), CELLS)
                 np.testing.assert_allclose(alternative.attention.sum(axis=1), 1.0, rtol=1e-5)
                 _, alpha = teacher_forced(model, VOCAB, image, alternative.words)
@@ -191,9 +192,9 @@ def test_max_length_is_respected(model, generator, features):
     cut = 0
     for beam_size in (1, 3):
         captions = generator.generate(features, DecodeOptions(beam_size=beam_size, n_best=3, max_length=3))
-        assert all(len(a.words) <= 3 for c in captions for a in c.n_best)
+        assert all(len(a.words) <= 3 for c in captions for a in c.ranked)
         for image, caption in zip(features, captions, strict=True):
-            for alternative in caption.n_best:
+            for alternative in caption.ranked:
                 check_caption(alternative, model, VOCAB, image, max_length=3)
                 cut += not alternative.ended
     assert cut >= 5
@@ -211,7 +212,7 @@ def test_captions_do_not_depend_on_the_batch(generator, features):
 
 def test_new_batch_sizes_do_not_retrace(model, features):
     """Each call reuses the compiled search: a trace per call would cost far more than decoding."""
-    generator = CaptionGenerator(get_decoder(model), VOCAB, max_length=MAX_LENGTH)
+    generator = TFSearch(get_decoder(model), VOCAB, max_length=MAX_LENGTH)
     for batch in (1, 3, 4, 1):
         generator.generate(features[:batch], DecodeOptions(beam_size=1))
         generator.generate(features[:batch], DecodeOptions(beam_size=3))
@@ -224,7 +225,7 @@ def test_invalid_beam_size(generator, features):
         generator.generate(features, DecodeOptions(beam_size=0))
 
 
-def _repeat_mask(vocab: Vocabulary, history, t):
+def _repeat_blocked(vocab: Vocabulary, history, t):
     """What RepeatBlocker adds to log-probabilities (rows, V): 0, or NEG_INF (or a multiple) where it blocks."""
     zeros = np.zeros((len(history), len(vocab)), np.float32)
     return RepeatBlocker(vocab)(tf.constant(zeros) if tf.is_tensor(history) else zeros, history, t)
@@ -243,22 +244,22 @@ def test_write_puts_values_at_step_t_on_both_array_libraries(axis):
     np.testing.assert_array_equal(NUMPY.write(x, 2, values, axis), want)
 
 
-def test_repeat_mask_blocks_the_last_word_and_repeated_three_word_phrases():
+def test_repeat_blocker_blocks_the_last_word_and_repeated_three_word_phrases():
     history = np.zeros((3, MAX_LENGTH), np.int32)
     history[0, :5] = [5, 6, 7, 5, 6]  # "5 6" again: 7 would repeat "5 6 7"; 6 would follow itself
     history[1, :2] = [5, 6]
     history[2, :4] = [8, 8, 9, 4]  # pairs never recur
     for t, rows in ((5, [0]), (2, [1]), (4, [2])):
-        for mask in (_repeat_mask(VOCAB, history, t),
-                     _repeat_mask(VOCAB, tf.constant(history), tf.constant(t)).numpy()):
+        for mask in (_repeat_blocked(VOCAB, history, t),
+                     _repeat_blocked(VOCAB, tf.constant(history), tf.constant(t)).numpy()):
             for row in rows:
                 blocked = set(np.flatnonzero(mask[row] < 0))
                 assert blocked == _repeats(history[row, :t].tolist())
-    mask = _repeat_mask(VOCAB, tf.constant(history), tf.constant(0)).numpy()
+    mask = _repeat_blocked(VOCAB, tf.constant(history), tf.constant(0)).numpy()
     assert set(np.flatnonzero(mask[0] < 0)) == set()
 
 
-def test_repeat_mask_blocks_a_noun_phrase_opened_twice():
+def test_repeat_blocker_blocks_a_noun_phrase_opened_twice():
     """"a baby is holding a" may not go on with "baby", nor "a woman and" with "woman"; modifiers ("a red dog
     and a red cat") and words after other words may repeat; NumPy and TensorFlow agree."""
     vocab = Vocabulary.build(["a baby is holding a toy", "a woman and a man", "a red dog and a red cat",
@@ -270,8 +271,8 @@ def test_repeat_mask_blocks_a_noun_phrase_opened_twice():
         ids = vocab.encode(text)[1:-1]  # without <start> and <end>
         history = np.zeros((1, MAX_LENGTH), np.int32)
         history[0, :len(ids)] = ids
-        for mask in (_repeat_mask(vocab, history, len(ids)),
-                     _repeat_mask(vocab, tf.constant(history), tf.constant(len(ids))).numpy()):
+        for mask in (_repeat_blocked(vocab, history, len(ids)),
+                     _repeat_blocked(vocab, tf.constant(history), tf.constant(len(ids))).numpy()):
             assert {vocab.tokens[i] for i in np.flatnonzero(mask[0] < 0)} == expected, text
 
 
@@ -286,7 +287,7 @@ def test_blocking_repeats_stops_a_model_that_stutters():
     trainer = CaptionTrainer(model, attention_reg=0.0)
     trainer.compile(optimizer=keras.optimizers.Adam(0.02))
     trainer.fit((grids, tokens[:, :-1]), tokens[:, 1:], batch_size=16, epochs=10, verbose=0)
-    generator = CaptionGenerator(get_decoder(model), vocab, max_length=MAX_LENGTH)
+    generator = TFSearch(get_decoder(model), vocab, max_length=MAX_LENGTH)
     for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=3)):
         stutter = generator.generate(CENTRES[:1], replace(options, block_repeats=False))[0].words
         assert stutter[:5] == ["go"] * 5
@@ -301,8 +302,8 @@ def test_character_vocabularies_may_double_a_character():
     history = np.zeros((2, MAX_LENGTH), np.int32)
     history[0, :2] = [dog, dog]
     history[1, :5] = [dog, bubble, dog, dog, bubble]  # "狗泡" again: 狗 would repeat "狗泡狗"
-    mask = _repeat_mask(vocab, tf.constant(history), tf.constant(2)).numpy()
+    mask = _repeat_blocked(vocab, tf.constant(history), tf.constant(2)).numpy()
     blocked = [set(np.flatnonzero(row < 0)) for row in mask]
     assert blocked[0] == set()
-    mask = _repeat_mask(vocab, tf.constant(history), tf.constant(5)).numpy()
+    mask = _repeat_blocked(vocab, tf.constant(history), tf.constant(5)).numpy()
     assert set(np.flatnonzero(mask[1] < 0)) == {dog}

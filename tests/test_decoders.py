@@ -9,13 +9,13 @@ import pytest
 import tensorflow as tf
 
 import captioner
+from captioner.artifacts.model_files import METADATA_ATTR, ModelInfo, read_model_info, save_model
 from captioner.decoding.options import GREEDY, DecodeOptions
-from captioner.decoding.search import CaptionGenerator
+from captioner.decoding.tf_search import TFSearch
 from captioner.errors import ArtifactError, CaptionerError
 from captioner.models.base import build_caption_model, decoder_class, get_decoder, registered_decoders
 from captioner.models.ensemble import Ensemble
 from captioner.serving.api import Captioner, ensemble
-from captioner.serving.artifacts import METADATA_ATTR, ModelInfo, read_model_info, save_model
 from captioner.text.vocabulary import Vocabulary
 
 VOCAB = Vocabulary.build(["a red circle on grey", "two dogs run on the beach", "a man rides a blue bike"],
@@ -95,12 +95,12 @@ def test_unknown_decoder_names_the_choices():
 
 def test_an_ensemble_of_a_model_with_itself_gives_its_captions():
     model = _model(1)
-    single = CaptionGenerator(get_decoder(model), VOCAB, max_length=8)
-    doubled = CaptionGenerator(Ensemble([get_decoder(model), get_decoder(model)]), VOCAB, max_length=8)
+    single = TFSearch(get_decoder(model), VOCAB, max_length=8)
+    doubled = TFSearch(Ensemble([get_decoder(model), get_decoder(model)]), VOCAB, max_length=8)
     features = _features(6)
     for options in (GREEDY, DecodeOptions(beam_size=3, n_best=3)):
         expected, got = single.generate(features, options), doubled.generate(features, options)
-        assert [[c.text for c in e.n_best] for e in expected] == [[c.text for c in g.n_best] for g in got]
+        assert [[c.text for c in e.ranked] for e in expected] == [[c.text for c in g.ranked] for g in got]
         np.testing.assert_allclose([c.log_prob for c in got], [c.log_prob for c in expected], atol=1e-4)
 
 

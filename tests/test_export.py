@@ -51,9 +51,9 @@ def _assert_same_captions(portable, keras_model, features) -> None:
     """Every search gives the same captions, n-best lists, confidences and attention on both models."""
     for name, options in SEARCHES.items():
         ours, theirs = portable.caption_features(features, options), keras_model.caption_features(features, options)
-        assert [[c.text for c in x.n_best] for x in ours] == [[c.text for c in x.n_best] for x in theirs], name
-        np.testing.assert_allclose([c.confidence for x in ours for c in x.n_best],
-                                   [c.confidence for x in theirs for c in x.n_best], atol=1e-3, err_msg=name)
+        assert [[c.text for c in x.ranked] for x in ours] == [[c.text for c in x.ranked] for x in theirs], name
+        np.testing.assert_allclose([c.confidence for x in ours for c in x.ranked],
+                                   [c.confidence for x in theirs for c in x.ranked], atol=1e-3, err_msg=name)
         for mine, keras_caption in zip(ours, theirs, strict=True):
             np.testing.assert_allclose(mine.attention, keras_caption.attention, atol=1e-3)
 
@@ -100,7 +100,7 @@ def test_the_folder_captions_without_tensorflow(exported, shapes_model):
         model = captioner.load({str(folder)!r})
         best = model.caption({str(photo)!r}, captioner.DecodeOptions(beam_size=3, n_best=2))
         greedy = model.caption({str(photo)!r}, captioner.GREEDY)
-        print(json.dumps([best.text, [c.text for c in best.n_best], greedy.text, best.attention.shape[1]]))
+        print(json.dumps([best.text, [c.text for c in best.ranked], greedy.text, best.attention.shape[1]]))
         sys.stdout.flush()
         code = main(["caption", {str(photo)!r}, "--model", {str(folder)!r}, "--beam", "1"])
         assert not any(m.split(".")[0] in ("tensorflow", "keras") for m in sys.modules), "TensorFlow was imported"
@@ -111,7 +111,7 @@ def test_the_folder_captions_without_tensorflow(exported, shapes_model):
     lines = run.stdout.splitlines()
     text, n_best, greedy, cells = json.loads(lines[0])
     expected = keras_model.caption(photo, DecodeOptions(beam_size=3, n_best=2))
-    assert (text, n_best) == (expected.text, [c.text for c in expected.n_best])
+    assert (text, n_best) == (expected.text, [c.text for c in expected.ranked])
     assert greedy == lines[1] == keras_model.caption(photo, DecodeOptions(beam_size=1)).text
     assert cells == int(np.prod(keras_model.grid_shape))
 
@@ -177,9 +177,9 @@ def test_steps_over_several_rows_run_on_the_thread_pool_with_the_same_results(ex
     features = keras_model.encode(_photos(shapes_model))
     for options in (DecodeOptions(beam_size=1), DecodeOptions(beam_size=3, n_best=3)):
         ours, theirs = pooled.caption_features(features, options), single.caption_features(features, options)
-        assert [[c.text for c in x.n_best] for x in ours] == [[c.text for c in x.n_best] for x in theirs]
-        np.testing.assert_allclose([c.log_prob for x in ours for c in x.n_best],
-                                   [c.log_prob for x in theirs for c in x.n_best], atol=1e-5)
+        assert [[c.text for c in x.ranked] for x in ours] == [[c.text for c in x.ranked] for x in theirs]
+        np.testing.assert_allclose([c.log_prob for x in ours for c in x.ranked],
+                                   [c.log_prob for x in theirs for c in x.ranked], atol=1e-5)
 
 
 def test_evaluate_scores_an_exported_folder(exported, shapes_model, tmp_path, capsys):

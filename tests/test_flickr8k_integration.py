@@ -27,4 +27,4 @@ def test_train_briefly_on_real_images_and_caption_one(flickr8k, mobilenet_weight
     assert caption.words, "an empty caption"
     # The caption the saved model wrote: real tokens joined as the vocabulary says, with the log p, confidence
     # and per-word attention of the model's own teacher-forced pass over those words.
-    check_caption(caption, model.model, model.vocab, model.encode([photo])[0], model.generator.max_length, rtol=1e-3)
+    check_caption(caption, model.model, model.vocab, model.encode([photo])[0], model.search.max_length, rtol=1e-3)

@@ -32,7 +32,7 @@ def test_mirrored_captions_swap_left_and_right(caption, lang, tokenization, mirr
 
 
 def test_encoded_split_appends_the_mirrored_captions_after_the_originals(tmp_path):
-    from captioner.training.datasets import encode_split
+    from captioner.training.pipelines import encode_split
 
     captions = {"a.jpg": ["a dog on the left", "a dog"], "b.jpg": ["a cat on the right"]}
     dataset = CaptionDataset(tmp_path, captions, {"train": ["a.jpg", "b.jpg"]})

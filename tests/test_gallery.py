@@ -109,7 +109,7 @@ def test_caption_images_captions_good_files_around_bad_ones(shapes_model):
     assert all(not r.captions and r.error for r in results if r.name not in good)
     assert calls == [(2, 5), (4, 5), (5, 5)]
     assert results[0].captions["en"].text == "a red circle on a white background"
-    assert 1 <= len(results[0].captions["en"].n_best) <= 2
+    assert 1 <= len(results[0].captions["en"].ranked) <= 2
 
 
 class _CountingCaptioner:
@@ -194,8 +194,8 @@ def test_missing_language_files_and_how_to_get_them(tmp_path):
 def test_visitors_choose_among_the_operators_models_only(tmp_path, monkeypatch):
     """CAPTIONER_MODELS_DIR offers its model folders under their language; a form value that is not one
     of the choices (a path, an index out of range) names no model, so the app opens nothing for it."""
+    from captioner.artifacts.model_files import ModelInfo, save_model
     from captioner.models.base import build_caption_model
-    from captioner.serving.artifacts import ModelInfo, save_model
     from captioner.text.vocabulary import Vocabulary
 
     vocab = Vocabulary.build(["ein hund"], min_count=1, lang="de")

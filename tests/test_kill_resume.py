@@ -78,7 +78,7 @@ def test_killed_training_resumes_and_finishes(tmp_path, mobilenet_weights):
     assert first_epoch and int(first_epoch.group(1)) >= 2  # the re-run started past the backed-up epochs
     assert not (output / "backup").exists()  # finished runs leave no backup behind
 
-    from captioner.serving.artifacts import load_model
+    from captioner.artifacts.model_files import load_model
 
     model, vocab, info = load_model(output / "mymodel.h5", output / "tokenizer.pkl")
     assert info.vocab_size == len(vocab) and model.count_params() > 0

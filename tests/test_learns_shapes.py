@@ -6,10 +6,10 @@ import pytest
 from model_checks import check_caption
 
 import captioner
+from captioner.artifacts.model_files import read_model_info
 from captioner.data.datasets import load_dataset
 from captioner.decoding.options import GREEDY, DecodeOptions
 from captioner.evaluation.metrics import score_captions
-from captioner.serving.artifacts import read_model_info
 
 
 @pytest.mark.parametrize("trained", ["shapes_model", "updown_shapes_model"])
@@ -59,8 +59,8 @@ def test_caption_has_attention_and_confidence(shapes_model):
         assert str(caption) == caption.text
         assert caption.attention.shape == (len(caption.words), 49)
         assert caption.confidence > 0.5
-        for alternative in caption.n_best:
-            check_caption(alternative, model.model, model.vocab, grid, model.generator.max_length, rtol=1e-3)
+        for alternative in caption.ranked:
+            check_caption(alternative, model.model, model.vocab, grid, model.search.max_length, rtol=1e-3)
 
 
 def test_learns_chinese_captions_written_without_spaces(chinese_shapes_model):

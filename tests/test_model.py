@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from model_checks import check_caption
 
-from captioner.decoding.search import CaptionGenerator
+from captioner.artifacts.model_files import ModelInfo, load_model, load_vocabulary, save_model, save_vocabulary
+from captioner.decoding.tf_search import TFSearch
 from captioner.errors import ArtifactError
 from captioner.models.base import build_caption_model, get_decoder, registered_decoders
 from captioner.models.sat import ShowAttendTell, SoftAttention
-from captioner.serving.artifacts import ModelInfo, load_model, load_vocabulary, save_model, save_vocabulary
 from captioner.text.vocabulary import Vocabulary
 
 VOCAB = Vocabulary.build(["a red circle", "a blue square on grey", "two dogs"], min_count=1, max_length=6)
@@ -66,7 +66,7 @@ def test_layers_serialise_through_get_config():
 
 def test_greedy_decoding_returns_consistent_captions(model):
     features, _ = _inputs(batch=4)
-    captions = CaptionGenerator(get_decoder(model), VOCAB, max_length=7).greedy(features)
+    captions = TFSearch(get_decoder(model), VOCAB, max_length=7).greedy(features)
     assert len(captions) == 4
     for grid, caption in zip(features, captions, strict=True):
         assert caption.text == " ".join(caption.words)

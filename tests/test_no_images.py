@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from captioner.artifacts.model_files import ModelInfo, save_model
 from captioner.cli.main import main
 from captioner.models.base import build_caption_model
-from captioner.serving.artifacts import ModelInfo, save_model
 from captioner.text.vocabulary import Vocabulary
 
 VOCAB = Vocabulary.build(["a dog runs on the grass"], min_count=1, max_length=6)

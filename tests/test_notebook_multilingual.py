@@ -17,7 +17,7 @@ from notebook_helpers import (
     run_with_parameters,
 )
 
-from captioner.serving.artifacts import load_vocabulary
+from captioner.artifacts.model_files import load_vocabulary
 
 NOTEBOOK = ROOT / "image-captioner-multilingual.ipynb"
 PARAMETERS = ("LANG", "DATA_DIR", "IMAGE_LIMIT", "EPOCHS", "OUTPUT_DIR", "CACHE_DIR", "ENCODER_WEIGHTS",

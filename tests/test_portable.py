@@ -16,12 +16,12 @@ from conftest import ROOT
 from PIL import Image
 
 import captioner
+from captioner.artifacts.manifest import EXPORT_VERSION, MANIFEST_FILE, VOCABULARY_FILE, Manifest
 from captioner.cli.main import main
 from captioner.decoding.arrays import NUMPY
-from captioner.decoding.loops import Search
 from captioner.decoding.options import DecodeOptions
+from captioner.decoding.search import Search
 from captioner.errors import ArtifactError, CaptionerError
-from captioner.export.manifest import EXPORT_VERSION, MANIFEST_FILE, VOCABULARY_FILE, Manifest
 from captioner.text.vocabulary import SPECIAL_TOKENS, Vocabulary
 
 VOCAB = Vocabulary([*SPECIAL_TOKENS, "red", "dog"])
@@ -171,10 +171,10 @@ def test_beam_search_stops_early_once_its_n_best_list_is_settled(length_penalty,
     """The shared search stops before max_length, and its lists equal those of a search that runs every step,
     where a hypothesis ending late is in every list of two (on raw log p, the stopping rule is exact)."""
     got, want, early_steps, full_steps = _scripted_searches(length_penalty, n)
-    assert [c.text for c in got.n_best] == [c.text for c in want.n_best]
-    assert {c.text for c in got.n_best} <= {"a b", "a b x y"}
-    np.testing.assert_allclose([c.score for c in got.n_best], [c.score for c in want.n_best], rtol=1e-6)
-    assert len(got.n_best) == n and early_steps < full_steps
+    assert [c.text for c in got.ranked] == [c.text for c in want.ranked]
+    assert {c.text for c in got.ranked} <= {"a b", "a b x y"}
+    np.testing.assert_allclose([c.score for c in got.ranked], [c.score for c in want.ranked], rtol=1e-6)
+    assert len(got.ranked) == n and early_steps < full_steps
 
 
 def test_with_a_length_penalty_the_search_stops_by_the_usual_rule():

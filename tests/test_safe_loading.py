@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 
+from captioner.artifacts.model_files import METADATA_ATTR, ModelInfo, load_model, save_model, save_vocabulary
 from captioner.errors import ArtifactError
 from captioner.models.base import build_caption_model
-from captioner.serving.artifacts import METADATA_ATTR, ModelInfo, load_model, save_model, save_vocabulary
 from captioner.text.vocabulary import Vocabulary
 
 VOCAB = Vocabulary.build(["a dog runs", "a cat sits"], min_count=1)

@@ -85,11 +85,11 @@ def test_leave_one_out_advantage_by_hand():
 def test_samples_stop_at_end_and_never_hold_special_tokens(tiny):
     import tensorflow as tf
 
-    from captioner.decoding.search import CaptionGenerator
+    from captioner.decoding.tf_search import TFSearch
     from captioner.models.base import get_decoder
 
     model, vocab, _, centres = tiny
-    samples, log_probs = CaptionGenerator(get_decoder(model), vocab).sample(tf.constant(np.repeat(centres, 20, 0)))
+    samples, log_probs = TFSearch(get_decoder(model), vocab).sample(tf.constant(np.repeat(centres, 20, 0)))
     samples, log_probs = samples.numpy(), log_probs.numpy()
     assert len({tuple(row) for row in samples}) > 3, "sampling, not greedy decoding"
     for row in samples:
@@ -143,7 +143,7 @@ def test_sampled_log_probs_are_those_of_the_drawing_pass_with_or_without_dropout
     import keras
     import tensorflow as tf
 
-    from captioner.decoding.search import CaptionGenerator
+    from captioner.decoding.tf_search import TFSearch
     from captioner.models.base import build_caption_model, get_decoder
     from captioner.text.vocabulary import Vocabulary
 
@@ -152,7 +152,7 @@ def test_sampled_log_probs_are_those_of_the_drawing_pass_with_or_without_dropout
     model = build_caption_model(len(vocab), (CELLS, CHANNELS), embedding_dim=16, units=32, attention_units=8,
                                 dropout=0.5)
     features = tf.constant(np.random.default_rng(0).normal(size=(12, CELLS, CHANNELS)).astype("float32"))
-    generator = CaptionGenerator(get_decoder(model), vocab, max_length=8)
+    generator = TFSearch(get_decoder(model), vocab, max_length=8)
     for dropout in (False, True):
         samples, log_probs = (x.numpy() for x in generator.sample(features, training=dropout))
         mask = samples != vocab.pad_id
@@ -170,7 +170,7 @@ def test_copies_draw_several_captions_of_each_image_in_row_order():
     import keras
     import tensorflow as tf
 
-    from captioner.decoding.search import CaptionGenerator
+    from captioner.decoding.tf_search import TFSearch
     from captioner.models.base import build_caption_model, get_decoder
     from captioner.text.vocabulary import Vocabulary
 
@@ -178,7 +178,7 @@ def test_copies_draw_several_captions_of_each_image_in_row_order():
     vocab = Vocabulary.build([c for group in GROUPS for c in group], min_count=1)
     model = build_caption_model(len(vocab), (CELLS, CHANNELS), embedding_dim=16, units=32, attention_units=8)
     features = np.random.default_rng(1).normal(scale=3.0, size=(4, CELLS, CHANNELS)).astype("float32")
-    samples, log_probs = (x.numpy() for x in CaptionGenerator(get_decoder(model), vocab, max_length=8).sample(
+    samples, log_probs = (x.numpy() for x in TFSearch(get_decoder(model), vocab, max_length=8).sample(
         tf.constant(features), copies=3))
     assert samples.shape[0] == 12
     mask = samples != vocab.pad_id

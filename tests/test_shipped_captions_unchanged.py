@@ -27,7 +27,7 @@ def test_shipped_model_captions_are_unchanged(lang, flickr8k, mobilenet_weights)
         recorded = RECORDED["captions"][f"{lang} {search}"]
         captions = model.caption_features(features, options)
         assert [c.text for c in captions] == [r["text"] for r in recorded], search
-        assert [[a.text for a in c.n_best] for c in captions] == [r["n_best"] for r in recorded], search
+        assert [[a.text for a in c.ranked] for c in captions] == [r["n_best"] for r in recorded], search
         np.testing.assert_allclose([c.log_prob for c in captions], [r["log_prob"] for r in recorded], atol=2e-3)
 
 

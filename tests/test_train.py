@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 
 import captioner
+from captioner.artifacts.model_files import load_model, read_model_info
 from captioner.data.datasets import load_dataset
 from captioner.errors import CaptionerError
 from captioner.features.cache import FeatureCache
-from captioner.serving.artifacts import load_model, read_model_info
 from captioner.training.callbacks import DevScores
 from captioner.training.config import TrainConfig
-from captioner.training.datasets import caption_dataset, encode_split
+from captioner.training.pipelines import caption_dataset, encode_split
 from captioner.training.run import train
 from captioner.training.xent import CaptionTrainer
 from tests.conftest import make_shapes_dataset

@@ -10,8 +10,8 @@ import sys
 import typing
 from pathlib import Path
 
+from captioner.cli.engines import add_engine_args
 from captioner.decoding.options import DecodeOptions
-from captioner.distributed.commands import add_engine_args
 from captioner.errors import CaptionerError
 from captioner.features import DEFAULT_CACHE_DIR, DEFAULT_ENCODER
 
@@ -35,7 +35,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 def _model_paths(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     """(model, vocabulary) of each --model, or of the model shipped for --lang; a vocabulary defaults to the
     model's sibling tokenizer.pkl, or --tokenizer when there is one model."""
-    from captioner.serving.artifacts import vocabulary_beside
+    from captioner.artifacts.model_files import vocabulary_beside
     from captioner.serving.shipped import shipped_model_paths
 
     if not args.model:
@@ -171,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
+    from captioner.cli.engines import extract
     from captioner.data.datasets import load_dataset
-    from captioner.distributed.commands import extract
     from captioner.features.cache import FeatureCache
     from captioner.features.encoders import get_backbone
 
@@ -197,7 +197,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from captioner.distributed.commands import train
+    from captioner.cli.engines import train
     from captioner.training.config import TrainConfig
 
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
@@ -212,7 +212,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_average(args: argparse.Namespace) -> None:
-    from captioner.serving.artifacts import MODEL_FILE, VOCAB_FILE, vocabulary_beside
+    from captioner.artifacts.model_files import MODEL_FILE, VOCAB_FILE, vocabulary_beside
     from captioner.training.soup import average_models
 
     weights = args.weights or [1.0] * len(args.models)
@@ -242,7 +242,7 @@ def _print_caption(path: Path, caption: Caption, args: argparse.Namespace, with_
     if args.n_best == 1:
         print(f"{lead}{caption.text}")
         return
-    for rank, alternative in enumerate(caption.n_best, 1):
+    for rank, alternative in enumerate(caption.ranked, 1):
         print(f"{lead}{rank}. {alternative.text} ({alternative.confidence:.2f})")
 
 
@@ -275,7 +275,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
     model = None if args.engine == "ray" else _load(args)  # on Ray, each actor loads it
     if args.output:
         if model is None:
-            from captioner.distributed.commands import caption_on_ray
+            from captioner.cli.engines import caption_on_ray
 
             report = caption_on_ray(args, paths, options, load_args)
         else:
@@ -329,14 +329,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=2))
     if args.record:
-        from captioner.serving.artifacts import record_scores
+        from captioner.artifacts.model_files import record_scores
 
         record_scores(paths[0][0], rows)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from captioner.artifacts.model_files import vocabulary_beside
     from captioner.export import check_format, check_quantize, export_model
-    from captioner.serving.artifacts import vocabulary_beside
 
     check_quantize(check_format(args.format), args.quantize)  # before TensorFlow loads: a typo fails at once
     folder = export_model(args.model, args.tokenizer or vocabulary_beside(args.model), args.format, args.output,

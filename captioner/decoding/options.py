@@ -25,8 +25,8 @@ class Caption:
         return float(np.exp(self.log_prob / (len(self.words) + self.ended)))
 
     @property
-    def n_best(self) -> list[Caption]:
-        """This caption and its alternatives: the n-best list, best first."""
+    def ranked(self) -> list[Caption]:
+        """This caption and its alternatives: the n-best list (DecodeOptions.n_best long at most), best first."""
         return [self, *self.alternatives]
 
     def __str__(self) -> str:

@@ -1,68 +1,93 @@
-"""Decoding on the Keras path: the searches of captioner.decoding.loops, each compiled into one tf.function.
+"""Greedy decoding and beam search for batches of feature grids, in NumPy: the loops of captioner.decoding.loops
+run eagerly, and their arrays turned into Captions.
 
-Greedy decoding and sampling (self-critical training) are one loop with two ways of picking the
-word; beam search decodes the greedy caption as one more row of its own loop. The loops are the
-ones the portable runtime runs in NumPy; here autograph traces them into graph while-loops over a
-batch, so a caption costs one call into TensorFlow, not one per word.
+The Keras path (captioner.decoding.tf_search.TFSearch) is this class with the loops compiled by
+TensorFlow, so both make the same Captions from the same arrays.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import tensorflow as tf
+from typing import TYPE_CHECKING
 
-from captioner.decoding.loops import Search, beam_loop, greedy_loop
-from captioner.decoding.tf_arrays import TF
-from captioner.models.base import StepDecoder
+import numpy as np
+
+from captioner.decoding.arrays import NUMPY, Array, ArrayOps
+from captioner.decoding.constraints import NEG_INF
+from captioner.decoding.loops import SearchSettings, beam_loop, greedy_loop
+from captioner.decoding.options import DEFAULT_DECODING, GREEDY, Caption, DecodeOptions
 from captioner.text.vocabulary import Vocabulary
 
-
-def _bucketed(features: np.ndarray) -> tf.Tensor:
-    """The batch padded to the next power of two with copies of its last grid.
-
-    XLA compiles one program per input shape, which takes seconds; buckets keep that to a handful
-    however batch sizes vary (e.g. when unreadable files drop out of a batch). Copies of a real
-    grid end their search with it, so they never keep the loop running.
-    """
-    features = np.asarray(features, np.float32)  # (n, cells, channels); cached features are float16
-    n = len(features)
-    padding = np.repeat(features[-1:], (1 << (n - 1).bit_length()) - n, axis=0)
-    return tf.constant(np.concatenate([features, padding]))  # (bucket, cells, channels)
+if TYPE_CHECKING:  # the decoder contract's module imports Keras; the searches run without it
+    from captioner.models.base import StepDecoder
 
 
-class CaptionGenerator(Search):
-    """Greedy decoding, beam search and sampling for batches of feature grids, with any StepDecoder."""
+class Search:
+    """Greedy decoding and beam search for batches of feature grids with any StepDecoder."""
 
-    def __init__(self, decoder: StepDecoder, vocab: Vocabulary, max_length: int | None = None):
-        super().__init__(decoder, vocab, max_length, TF)
-        # No XLA: on a 2-core AVX2 CPU its matrix products for a few rows ran beam search 1.5x slower, and since
-        # decoders map the grid once per image in `prepare` (a 49-row product), greedy decoding 1.8x slower too.
-        self._greedy = self._sample = tf.function(self._greedy_graph, reduce_retracing=True)
-        self._beam = tf.function(self._beam_graph, reduce_retracing=True)
+    def __init__(self, decoder: StepDecoder, vocab: Vocabulary, max_length: int | None = None,
+                 ops: ArrayOps = NUMPY):
+        self.decoder = decoder
+        self.vocab = vocab
+        self.max_length = max_length or vocab.max_length + 2
+        self.ops = ops
 
-    def _inputs(self, features: np.ndarray) -> tf.Tensor:
-        return _bucketed(features)
+    def _inputs(self, features: np.ndarray) -> Array:
+        """The batch as the loops take it."""
+        return np.asarray(features, np.float32)  # (n, cells, channels); cached features are float16
 
-    def _greedy_graph(self, features: tf.Tensor, block_unk: bool, block_repeats: bool, max_length: int,
-                      sample: bool = False, training: bool = False, copies: int = 1) -> tuple:
-        return greedy_loop(TF, self.decoder, self.vocab, features, block_unk, block_repeats, max_length, sample,
-                           training, copies)
+    def _greedy(self, features: Array, settings: SearchSettings) -> tuple:
+        return greedy_loop(self.ops, self.decoder, self.vocab, features, settings)
 
-    def _beam_graph(self, features: tf.Tensor, beam_size: int, length_penalty: float, block_unk: bool,
-                    block_repeats: bool, max_length: int, keep: int | None = None) -> tuple:
-        return beam_loop(TF, self.decoder, self.vocab, features, beam_size, length_penalty, block_unk, block_repeats,
-                         max_length, keep)
+    def _beam(self, features: Array, settings: SearchSettings) -> tuple:
+        return beam_loop(self.ops, self.decoder, self.vocab, features, settings)
 
-    def sample(self, features: tf.Tensor, max_length: int | None = None, training: bool = False,
-               copies: int = 1) -> tuple[tf.Tensor, tf.Tensor]:
-        """`copies` captions per row drawn from the model's distribution (<unk> never, repeats allowed).
+    def _to_caption(self, tokens: np.ndarray, log_prob: float, alpha: np.ndarray, penalty: float) -> Caption:
+        ids = np.asarray(tokens).tolist()  # Python ints: the vocabulary reads them one by one
+        words = self.vocab.words(ids)
+        ended = self.vocab.end_id in ids  # False: cut at max_length
+        length = len(words) + ended
+        return Caption(self.vocab.join(words), words, float(log_prob), alpha[: len(words)],
+                       score=float(log_prob) / length**penalty, ended=ended)
 
-        Returns the tokens (rows*copies, longest sample), each row's copies together, <pad> after <end>, and
-        each token's log-probability (rows*copies, longest sample), 0 after <end>. Each image is prepared
-        once. Under a GradientTape with training=True the log-probabilities carry the gradient of the very
-        pass that drew the words, dropout masks included (self-critical training needs no second pass).
+    def _greedy_captions(self, outputs: tuple, penalty: float, n: int) -> list[Caption]:
+        """Captions from the greedy (tokens, log p, α) outputs of the first n rows."""
+        tokens, log_probs, alpha = (np.asarray(x)[:n] for x in outputs)
+        return [self._to_caption(row_tokens, row_logp.sum(), row_alpha, penalty)
+                for row_tokens, row_logp, row_alpha in zip(tokens, log_probs, alpha, strict=True)]
+
+    def greedy(self, features: np.ndarray, options: DecodeOptions = GREEDY) -> list[Caption]:
+        """Most likely next word at every step, for a batch of (cells, channels) grids (beam_size is ignored)."""
+        if len(features) == 0:
+            return []
+        settings = SearchSettings.of(options, self.max_length)._replace(beam_size=1, keep=1)  # one trace per rule set
+        outputs = self._greedy(self._inputs(features), settings)
+        return self._greedy_captions(outputs, options.length_penalty, len(features))
+
+    def beam(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
+        """Beam search; each caption's `ranked` is its n-best list (distinct, best first).
+
+        The greedy caption is always a candidate, so a wider beam never returns a caption that
+        scores lower than greedy decoding under the same length normalisation.
         """
-        tokens, log_probs, _ = self._sample(features, True, False, max_length or self.max_length, True,
-                                            training, copies)  # (rows*copies, T) each
-        longest = tf.reduce_max(tf.reduce_sum(tf.cast(tokens != self.vocab.pad_id, tf.int32), axis=1))
-        return tokens[:, :longest], log_probs[:, :longest]  # (rows*copies, longest) each
+        if options.beam_size == 1 or len(features) == 0:
+            return self.greedy(features, options)
+        *outputs, greedy = self._beam(self._inputs(features), SearchSettings.of(options, self.max_length))
+        seqs, scores, norms, alphas = (np.asarray(x) for x in outputs)
+        results = []
+        for i, fallback in enumerate(self._greedy_captions(greedy, options.length_penalty, len(features))):
+            pool = {fallback.text: fallback}
+            for j in np.argsort(-norms[i]):
+                if scores[i, j] <= NEG_INF / 2:  # an empty slot, or a hypothesis through a blocked token
+                    continue
+                caption = self._to_caption(seqs[i, j], scores[i, j], alphas[i, j], options.length_penalty)
+                if caption.text not in pool or pool[caption.text].score < caption.score:
+                    pool[caption.text] = caption
+            ranked = sorted(pool.values(), key=lambda c: -c.score)[: max(options.n_best, 1)]
+            best = ranked[0]
+            best.alternatives = ranked[1:]
+            results.append(best)
+        return results
+
+    def generate(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
+        """Captions for a batch of feature grids; by default beam 3 (DecodeOptions()), GREEDY for greedy."""
+        return self.greedy(features, options) if options.beam_size == 1 else self.beam(features, options)

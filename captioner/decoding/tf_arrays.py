@@ -8,7 +8,7 @@ import tensorflow as tf
 
 
 class TensorFlowOps:
-    """The same methods as arrays.NumpyOps, on tensors; loops over `steps` become graph while-loops."""
+    """The search operations (arrays.ArrayOps) on tensors; loops over `steps` become graph while-loops."""
 
     @staticmethod
     def constant(value: Any, dtype: str = "float32") -> tf.Tensor:

@@ -1,4 +1,5 @@
-"""Scaling out on Ray: batch captioning and feature extraction on Ray Data, training on tf.distribute.
+"""Scaling out on Ray: batch captioning and feature extraction on Ray Data, training on Ray Train workers
+(each running the ordinary training run under tf.distribute, captioner.training.strategy).
 
 Ray is an optional dependency (`pip install captioner[ray]`); it is imported only when a Ray
 engine is asked for, so the local engines never need it.

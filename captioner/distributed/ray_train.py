@@ -21,9 +21,10 @@ def _worker_loop(config: dict) -> None:
     import tensorflow as tf
 
     from captioner.training.run import train
+    from captioner.training.strategy import Role
 
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    train(TrainConfig(**config), log=print, strategy=strategy)
+    role = Role.of(tf.distribute.MultiWorkerMirroredStrategy())
+    train(TrainConfig(**config), log=print, role=role)
 
 
 def train_on_ray(config: TrainConfig, workers: int = 2, address: str | None = None,

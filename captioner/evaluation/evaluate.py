@@ -9,17 +9,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from captioner.data.datasets import CaptionDataset
+from captioner.decoding.captioning import ImageCaptioner
 from captioner.decoding.options import DEFAULT_DECODING, GREEDY, Caption, DecodeOptions
 from captioner.errors import CaptionerError
 from captioner.evaluation.metrics import score_captions
 from captioner.features import DEFAULT_CACHE_DIR
 from captioner.features.cache import FeatureCache
-from captioner.serving.api import Captioner
 
 
-def caption_split(captioner: Captioner, dataset: CaptionDataset, split: str, options: DecodeOptions = DEFAULT_DECODING,
-                  cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR, batch_size: int = 100,
-                  ) -> dict[str, Caption]:
+def caption_split(captioner: ImageCaptioner, dataset: CaptionDataset, split: str,
+                  options: DecodeOptions = DEFAULT_DECODING, cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR,
+                  batch_size: int = 100) -> dict[str, Caption]:
     """Caption every image of a split (beam 3 unless `options` says otherwise), reusing (and filling) the
     feature cache."""
     names = dataset.split(split)
@@ -42,7 +42,7 @@ def decoding_name(options: DecodeOptions) -> str:
     return "greedy" if options.beam_size == 1 else f"beam {options.beam_size}"
 
 
-def evaluate_model(captioner: Captioner, dataset: CaptionDataset, split: str = "dev",
+def evaluate_model(captioner: ImageCaptioner, dataset: CaptionDataset, split: str = "dev",
                    decodings: Sequence[DecodeOptions] = (GREEDY, DEFAULT_DECODING),
                    cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR, fast: bool = False,
                    ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Caption]]]:

@@ -20,8 +20,8 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
+from captioner.artifacts.scores import METRICS
 from captioner.errors import CaptionerError
-from captioner.evaluation import METRICS
 from captioner.text.vocabulary import tokenize
 
 METEOR_LANGUAGES = {"de": "de", "fr": "fr", "cs": "cz", "es": "es"}  # our code → METEOR 1.5's

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
+from captioner.artifacts.manifest import MANIFEST_FILE, RUNTIMES, VOCABULARY_FILE, Manifest
+from captioner.atomic import atomic_path
 from captioner.errors import CaptionerError
-from captioner.export.manifest import RUNTIMES, VOCABULARY_FILE, Manifest
 
 FORMATS = tuple(RUNTIMES)  # onnx (recommended: fastest on CPU), litert, savedmodel
 QUANTIZATIONS = ("int8",)  # stored decoder weights; none (float32) by default
@@ -48,30 +48,23 @@ def export_model(model_path: str | os.PathLike, vocab_path: str | os.PathLike, f
     check_format(fmt)
     check_quantize(fmt, quantize)
     import captioner
+    from captioner.artifacts.model_files import load_model, matching_encoder
     from captioner.export.graphs import export_graphs
     from captioner.export.writers import WRITERS, quantize_onnx
-    from captioner.serving.api import load
 
-    model = load(model_path, vocab_path, encoder_weights)
     output = Path(output)
-    if output.exists() and not (output / "manifest.json").is_file():
+    if output.exists() and not (output / MANIFEST_FILE).is_file():
         raise CaptionerError(f"{output} exists and is not an exported captioner; choose a new folder.")
-    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        graphs = export_graphs(model.model, model.encoder)
+    model, vocab, info = load_model(model_path, vocab_path)
+    encoder = matching_encoder(model, info, encoder_weights)
+    with atomic_path(output) as partial:
+        partial.mkdir()
+        graphs = export_graphs(model, encoder)
         files = WRITERS[fmt](graphs, partial)
         if quantize:
             quantize_onnx(partial, files)
-        (partial / VOCABULARY_FILE).write_text(json.dumps(model.vocab.to_dict(), ensure_ascii=False),
-                                               encoding="utf-8")
-        Manifest(fmt, files, graphs.memory_arrays, graphs.state_arrays, model.grid_shape,
-                 model.encoder.image_size[0], dict(model.info.__dict__),
-                 captioner_version=captioner.__version__,
+        (partial / VOCABULARY_FILE).write_text(json.dumps(vocab.to_dict(), ensure_ascii=False), encoding="utf-8")
+        Manifest(fmt, files, graphs.memory_arrays, graphs.state_arrays, encoder.grid_shape, encoder.image_size[0],
+                 dict(info.__dict__), captioner_version=captioner.__version__,
                  extra={"quantized": quantize} if quantize else {}).write(partial)
-        shutil.rmtree(output, ignore_errors=True)
-        partial.rename(output)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     return output

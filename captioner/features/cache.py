@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
+from captioner.atomic import atomic_path
 from captioner.data.images import Failure, load_batches
 from captioner.errors import CaptionerError
 
@@ -36,9 +37,8 @@ def image_key(path: str | os.PathLike) -> str:
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path, ".npy") as partial:  # np.save adds .npy to a name without it
+        np.save(partial, array)
 
 
 class FeatureTable:

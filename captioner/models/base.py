@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from captioner.errors import ArtifactError, CaptionerError
-from captioner.models import DEFAULT_DECODER
+from captioner.models import DEFAULT_DECODER, register_built_in_decoders
 
 PACKAGE = "captioner"
 
@@ -62,9 +62,7 @@ def register_decoder(name: str, keras_name: str | None = None):
 
 def registered_decoders() -> list[str]:
     """Names of every decoder that can be built or loaded: the built-in ones and any registered since."""
-    import captioner.models.sat
-    import captioner.models.updown  # noqa: F401  (importing them registers the built-in decoders)
-
+    register_built_in_decoders()
     return sorted(DECODERS)
 
 

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from captioner.decoding.loops import Search
-from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
+from captioner.artifacts.manifest import VOCABULARY_FILE, Manifest, read_manifest
+from captioner.artifacts.model_files import ModelInfo
+from captioner.decoding.captioning import ImageCaptioner
+from captioner.decoding.search import Search
 from captioner.errors import ArtifactError
-from captioner.export.manifest import VOCABULARY_FILE, Manifest, read_manifest
 from captioner.portable.runtimes import open_function
-from captioner.serving.artifacts import ModelInfo
-from captioner.serving.captioning import ImageCaptioner
 from captioner.text.vocabulary import Vocabulary
 
 
@@ -47,10 +46,11 @@ class ExportedEncoder:
     """The exported CNN as an image encoder: name, image_size and uint8 images (n, size, size, 3) → feature grids
     (n, cells, channels), the interface FeatureCache.extract uses, so evaluation can fill a feature cache with it."""
 
-    def __init__(self, function, name: str, image_size: int):
+    def __init__(self, function, name: str, image_size: int, grid_shape: tuple[int, int]):
         self._function = function
         self.name = name
         self.image_size = (image_size, image_size)
+        self.grid_shape = grid_shape
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self._function(np.ascontiguousarray(images, np.uint8))[0]
@@ -86,28 +86,16 @@ class PortableCaptioner(ImageCaptioner):
         quantized = bool(self.manifest.extra.get("quantized"))
         functions = {name: open_function(runtime, self.folder / files[name], name, threads, quantized)
                      for name in ("encoder", "prepare", "step")}
-        self.encoder = ExportedEncoder(functions["encoder"], self.info.encoder, self.manifest.image_size)
+        self._encoder = ExportedEncoder(functions["encoder"], self.info.encoder, self.manifest.image_size,
+                                        self.manifest.grid_shape)
         self.decoder = ExportedDecoder(functions["prepare"], functions["step"], self.manifest.memory_arrays,
                                        len(self.vocab))
-        self.generator = Search(self.decoder, self.vocab)
+        self.search = Search(self.decoder, self.vocab)
 
     @property
     def runtime(self) -> str:
         return self.manifest.runtime
 
     @property
-    def grid_shape(self) -> tuple[int, int]:
-        """Rows and columns of the feature grid the attention weights refer to, e.g. (7, 7)."""
-        return self.manifest.grid_shape
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self.encoder.image_size
-
-    def encode_pixels(self, images: np.ndarray) -> np.ndarray:
-        """Feature grids (n, cells, channels) of uint8 images (n, size, size, 3) already resized."""
-        return self.encoder(images)
-
-    def caption_features(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
-        """Captions for a batch of feature grids (n, cells, channels)."""
-        return self.generator.generate(features, options)
+    def encoder(self) -> ExportedEncoder:
+        return self._encoder

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from captioner.artifacts.manifest import RUNTIMES
 from captioner.errors import ArtifactError, CaptionerError
-from captioner.export.manifest import RUNTIMES
 
 
 def _import_runtime(runtime: str):

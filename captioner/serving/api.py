@@ -6,16 +6,14 @@ import os
 from collections.abc import Sequence
 
 import keras
-import numpy as np
 
-from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
-from captioner.decoding.search import CaptionGenerator
-from captioner.errors import ArtifactError, CaptionerError
-from captioner.features.encoders import ImageEncoder, shared_encoder
+from captioner.artifacts.model_files import MODEL_FILE, VOCAB_FILE, ModelInfo, load_model, matching_encoder
+from captioner.decoding.captioning import ImageCaptioner
+from captioner.decoding.tf_search import TFSearch
+from captioner.errors import CaptionerError
+from captioner.features.encoders import ImageEncoder
 from captioner.models.base import StepDecoder, get_decoder
 from captioner.models.ensemble import Ensemble
-from captioner.serving.artifacts import MODEL_FILE, VOCAB_FILE, ModelInfo, load_model
-from captioner.serving.captioning import ImageCaptioner
 from captioner.text.vocabulary import Vocabulary
 
 
@@ -28,42 +26,20 @@ class Captioner(ImageCaptioner):
         self.vocab = vocab
         self.info = info
         self.decoder = decoder or get_decoder(model)  # an Ensemble decodes several models together
-        self.generator = CaptionGenerator(self.decoder, vocab)
+        self.search = TFSearch(self.decoder, vocab)
         self._encoder_weights = encoder_weights
         self._encoder: ImageEncoder | None = None
 
     @property
     def encoder(self) -> ImageEncoder:
         if self._encoder is None:
-            encoder = shared_encoder(self.info.encoder, self._encoder_weights)
-            expected = tuple(self.model.inputs[0].shape[1:])
-            if encoder.feature_shape != expected:
-                raise ArtifactError(f"encoder {self.info.encoder} gives {encoder.feature_shape} "
-                                    f"features but the model expects {expected}.")
-            self._encoder = encoder
+            self._encoder = matching_encoder(self.model, self.info, self._encoder_weights)
         return self._encoder
 
-    @property
-    def grid_shape(self) -> tuple[int, int]:
-        """Rows and columns of the feature grid the attention weights refer to, e.g. (7, 7)."""
-        return self.encoder.grid_shape
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self.encoder.image_size
-
-    def encode_pixels(self, images: np.ndarray) -> np.ndarray:
-        """Feature grids (n, cells, channels) of uint8 images (n, height, width, 3) already resized."""
-        return self.encoder(images)
-
-    def caption_features(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
-        """Captions for a batch of feature grids (n, cells, channels)."""
-        return self.generator.generate(features, options)
-
-
-def load(model_path: str | os.PathLike = MODEL_FILE, vocab_path: str | os.PathLike = VOCAB_FILE,
-         encoder_weights: str | os.PathLike | None = "imagenet") -> Captioner:
-    """Load a saved model and vocabulary: `captioner.load().caption("photo.jpg")`."""
+def load_keras(model_path: str | os.PathLike = MODEL_FILE, vocab_path: str | os.PathLike = VOCAB_FILE,
+               encoder_weights: str | os.PathLike | None = "imagenet") -> Captioner:
+    """A saved model and vocabulary on Keras (what `captioner.load` does for a model file)."""
     model, vocab, info = load_model(model_path, vocab_path)
     return Captioner(model, vocab, info, encoder_weights)
 

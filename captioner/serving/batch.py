@@ -47,7 +47,7 @@ def caption_record(image: str, caption: Caption) -> dict:
         return {"confidence": round(c.confidence, 4), "log_prob": round(c.log_prob, 4)}
 
     return {"image": image, "caption": caption.text, **scores(caption),
-            "n_best": [{"caption": c.text, **scores(c)} for c in caption.n_best]}
+            "n_best": [{"caption": c.text, **scores(c)} for c in caption.ranked]}
 
 
 class CaptionFile:

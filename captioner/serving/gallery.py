@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from captioner.artifacts.model_files import MODEL_FILE, VOCAB_FILE, read_model_info, vocabulary_beside
 from captioner.data.images import ImageSource, load_image
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.errors import CaptionerError, ImageError
-from captioner.serving.artifacts import MODEL_FILE, VOCAB_FILE, read_model_info, vocabulary_beside
 from captioner.serving.loading import load
 from captioner.serving.shipped import SHIPPED_LANGUAGES, env_names, recipe_path, shipped_model_paths
 

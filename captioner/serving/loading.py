@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from captioner.serving.artifacts import MODEL_FILE, VOCAB_FILE
+from captioner.artifacts.model_files import MODEL_FILE, VOCAB_FILE
 
 if TYPE_CHECKING:
     from captioner.portable.model import PortableCaptioner
@@ -24,6 +24,6 @@ def load(model_path: str | os.PathLike = MODEL_FILE, vocab_path: str | os.PathLi
         from captioner.portable.model import PortableCaptioner
 
         return PortableCaptioner(model_path)
-    from captioner.serving.api import load as load_keras
+    from captioner.serving.api import load_keras
 
     return load_keras(model_path, vocab_path, encoder_weights)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from captioner.serving.artifacts import MODEL_FILE, VOCAB_FILE
+from captioner.artifacts.model_files import MODEL_FILE, VOCAB_FILE
 
 SHIPPED_LANGUAGES = {"en": "English", "zh": "Chinese", "de": "German"}
 #: Every model the repository ships, by name, with the language it captions in: each language's default

@@ -8,16 +8,16 @@ import keras
 from matplotlib.figure import Figure
 
 from captioner.decoding.options import GREEDY, DecodeOptions
-from captioner.decoding.search import CaptionGenerator
+from captioner.decoding.tf_search import TFSearch
 from captioner.evaluation.metrics import score_captions
-from captioner.training.datasets import Features
+from captioner.training.pipelines import Features
 
 
 class DevScores(keras.callbacks.Callback):
     """Decodes the dev images after each epoch (greedy unless `options` says otherwise, e.g. the beam
     search the model ships with) and logs val_bleu4 and val_cider."""
 
-    def __init__(self, generator: CaptionGenerator, features: Features,
+    def __init__(self, generator: TFSearch, features: Features,
                  references: dict[str, list[str]], names: list[str], batch_size: int = 250,
                  options: DecodeOptions = GREEDY):
         super().__init__()

@@ -3,13 +3,10 @@ early stopping, checkpoints and resumption → mymodel.h5 + tokenizer.pkl."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,28 +15,22 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
+from captioner.artifacts.model_files import ModelInfo, load_model, save_model, vocabulary_beside
+from captioner.atomic import atomic_path, write_bytes
 from captioner.data.datasets import CaptionDataset, load_dataset
 from captioner.decoding.options import DecodeOptions
-from captioner.decoding.search import CaptionGenerator
-from captioner.distributed.strategy import (
-    ChiefDevScores,
-    broadcast_from_chief,
-    fit_multi_worker,
-    is_chief,
-    is_multi_worker,
-    worker_index,
-)
+from captioner.decoding.tf_search import TFSearch
 from captioner.errors import CaptionerError, DataError
 from captioner.features.cache import FeatureCache, FeatureTable
 from captioner.features.encoders import ImageEncoder, get_backbone
 from captioner.models.base import build_caption_model, get_decoder
-from captioner.serving.artifacts import ModelInfo, load_model, save_model, vocabulary_beside
 from captioner.text.vocabulary import Vocabulary
 from captioner.training.callbacks import DevScores, plot_history
 from captioner.training.config import MONITORS, TrainConfig
-from captioner.training.datasets import Features, caption_dataset, encode_split, image_dataset, split_captions, views
+from captioner.training.pipelines import Features, caption_dataset, encode_split, image_dataset, split_captions, views
 from captioner.training.rewards import CiderD
 from captioner.training.scst import SelfCriticalTrainer
+from captioner.training.strategy import SINGLE_PROCESS, ChiefDevScores, Role, fit_multi_worker
 from captioner.training.xent import CaptionTrainer
 
 
@@ -137,13 +128,10 @@ class _Backup(keras.callbacks.BackupAndRestore):
                                  f"damaged or from another recipe: delete that folder to start over.") from None
 
     def _save_model(self):
-        self.write_dir.mkdir(parents=True, exist_ok=True)
-        weights = self.write_dir / "partial.weights.h5"
-        self.model.save_weights(weights, overwrite=True)
-        os.replace(weights, self.write_dir / Path(self._weights_path).name)
-        metadata = self.write_dir / "training_metadata.partial.json"
-        metadata.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
-        os.replace(metadata, self.write_dir / Path(self._training_metadata_path).name)
+        with atomic_path(self.write_dir / Path(self._weights_path).name, ".weights.h5") as weights:
+            self.model.save_weights(weights, overwrite=True)
+        write_bytes(self.write_dir / Path(self._training_metadata_path).name,
+                    json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}).encode())
 
 
 class _BestWeights(keras.callbacks.Callback):
@@ -160,9 +148,8 @@ class _BestWeights(keras.callbacks.Callback):
                 current < self.best if self.mode == "min" else current > self.best)):
             return
         self.best = float(current)
-        partial = self.path.with_name(f"partial.{self.path.name}")
-        self.model.save_weights(partial, overwrite=True)
-        os.replace(partial, self.path)
+        with atomic_path(self.path, ".weights.h5") as partial:
+            self.model.save_weights(partial, overwrite=True)
 
 
 def _resume_history(output: Path, monitor: str, mode: str) -> float | None:
@@ -181,9 +168,7 @@ def _resume_history(output: Path, monitor: str, mode: str) -> float | None:
         return None
     lines = history.read_bytes().splitlines(keepends=True) if history.is_file() else []
     lines = [line for line in lines[:epochs + 1] if line.endswith(b"\n")]  # header + rows; not a cut last line
-    partial = history.with_name("history.partial.csv")
-    partial.write_bytes(b"".join(lines))
-    os.replace(partial, history)
+    write_bytes(history, b"".join(lines))
     try:
         scores = pd.read_csv(history)[monitor].dropna() if len(lines) > 1 else pd.Series(dtype=float)
     except (ValueError, KeyError):  # an unreadable history, or another monitor: any epoch may then be the best
@@ -191,77 +176,112 @@ def _resume_history(output: Path, monitor: str, mode: str) -> float | None:
     return None if scores.empty else float(scores.min() if mode == "min" else scores.max())
 
 
-def train(config: TrainConfig, log: Callable[[str], None] = print,
-          strategy: tf.distribute.Strategy | None = None) -> TrainResult:
-    """Train a captioning model as `config` says and save mymodel.h5 + tokenizer.pkl in its output.
-
-    With a tf.distribute `strategy`, the model and optimizer live in its scope and each global batch of
-    `batch_size` is split across the replicas; with several workers, the chief alone extracts features,
-    scores the dev split and writes the run's files (output on storage every worker sees), while the
-    others write their identical checkpoints to a temporary folder and return without saving a model.
-    """
-    keras.utils.set_random_seed(config.seed)
-    output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
-    chief, multi = is_chief(strategy), is_multi_worker(strategy)
-    if multi and config.eval_every:
+def check_role(config: TrainConfig, role: Role) -> None:
+    """A CaptionerError if the recipe cannot train in this role (distributed runs support less)."""
+    if role.multi_worker and config.eval_every:
         raise CaptionerError("eval_every is for one machine: a multi-worker run scores dev once per pass over "
                              "the data; remove eval_every from the recipe.")
-    if strategy is not None and strategy.num_replicas_in_sync > 1 and config.objective != "xent":
+    if role.replicas > 1 and config.objective != "xent":
         raise CaptionerError(f"objective {config.objective!r} trains on one replica only: its step applies its own "
                              f"unscaled gradients around a sampled, XLA-compiled search and a Python CIDEr-D reward; "
                              f"fine-tune with --strategy none after the distributed cross-entropy stage.")
-    scratch = None if chief else tempfile.TemporaryDirectory(prefix=f"captioner-worker{worker_index(strategy)}-")
-    files = Path(scratch.name) if scratch else output  # removed however the run ends
+
+
+def load_features(config: TrainConfig, role: Role, log: Callable[[str], None]) -> tuple[CaptionDataset, FeatureCache]:
+    """The dataset and its feature cache: the chief extracts, the other workers wait for it, then only read."""
     dataset = load_dataset(config.data, config.images, config.lang, config.seed).limit(config.limit)
     for problem in dataset.problems[:10]:
         log(f"skipped {problem}")
     log(dataset.summary())
-    if chief:
+    if role.chief:
         dataset, cache = prepare_features(dataset, config, log)
-    if multi:
-        broadcast_from_chief(strategy, [0.0])  # the other workers wait here until the chief's cache is complete
-    if not chief:
+    role.share([0.0])  # the other workers wait here until the chief's cache is complete
+    if not role.chief:
         dataset, cache = prepare_features(dataset, config, log, extract=False)
     train_names, dev_names = dataset.split("train"), dataset.split("dev")
     if not train_names or not dev_names:
         raise DataError(f"{config.data}: need train and dev images, got {len(train_names)} and {len(dev_names)}.")
+    return dataset, cache
 
-    lang = config.lang or "en"
+
+def caption_model_and_vocabulary(config: TrainConfig, dataset: CaptionDataset, feature_shape: tuple[int, ...],
+                                 ) -> tuple[keras.Model, Vocabulary]:
+    """The model to train, new or (init_from) a saved one to fine-tune with its own vocabulary."""
+    if config.init_from:
+        caption_model, vocab, _ = load_model(config.init_from, vocabulary_beside(config.init_from))
+        return caption_model, vocab
+    lang, train_names = config.lang or "en", dataset.split("train")
+    texts = [c for n in train_names for c in dataset.captions[n]]
+    if config.hflip:  # the mirrored captions that changed: they may say "right" where no original does
+        mirrored = split_captions(dataset, train_names, lang, config.tokenization, mirrored=True)
+        texts += [m for ms, cs in zip(mirrored, (dataset.captions[n] for n in train_names), strict=True)
+                  for m, c in zip(ms, cs, strict=True) if m != c]
+    vocab = Vocabulary.build(texts, config.min_count, config.max_length, config.tokenization, lang)
+    caption_model = build_caption_model(
+        len(vocab), feature_shape, config.decoder, embedding_dim=config.embedding_dim,
+        units=config.units, attention_units=config.attention_units, dropout=config.dropout)
+    return caption_model, vocab
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print, role: Role = SINGLE_PROCESS) -> TrainResult:
+    """Train a captioning model as `config` says and save mymodel.h5 + tokenizer.pkl in its output.
+
+    Under a tf.distribute strategy (`role = Role.of(strategy)`), the model and optimizer live in its scope and
+    each global batch of `batch_size` is split across the replicas; with several workers, the chief alone
+    extracts features, scores the dev split and writes the run's files (output on storage every worker sees),
+    while the others write their identical checkpoints to a temporary folder and return without saving a model.
+    """
+    keras.utils.set_random_seed(config.seed)
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    check_role(config, role)
+    dataset, cache = load_features(config, role, log)
+    train_names, dev_names = dataset.split("train"), dataset.split("dev")
     train_features = train_table(cache, config, [dataset.path(n) for n in train_names])  # (rows, cells, channels)
     dev_features = cache.table([dataset.path(n) for n in dev_names])
-    with strategy.scope() if strategy else contextlib.nullcontext():  # variables and optimizer state per replica
-        if config.init_from:  # fine-tune a saved model with its own vocabulary
-            caption_model, vocab, _ = load_model(config.init_from, vocabulary_beside(config.init_from))
-        else:
-            texts = [c for n in train_names for c in dataset.captions[n]]
-            if config.hflip:  # the mirrored captions that changed: they may say "right" where no original does
-                mirrored = split_captions(dataset, train_names, lang, config.tokenization, mirrored=True)
-                texts += [m for ms, cs in zip(mirrored, (dataset.captions[n] for n in train_names), strict=True)
-                          for m, c in zip(ms, cs, strict=True) if m != c]
-            vocab = Vocabulary.build(texts, config.min_count, config.max_length, config.tokenization, lang)
-            caption_model = build_caption_model(
-                len(vocab), train_features.shape[1:], config.decoder, embedding_dim=config.embedding_dim,
-                units=config.units, attention_units=config.attention_units, dropout=config.dropout)
+    with role.scope():  # variables and optimizer state per replica
+        caption_model, vocab = caption_model_and_vocabulary(config, dataset, train_features.shape[1:])
         log(f"vocabulary: {len(vocab)} tokens (min count {config.min_count})")
         trainer, train_ds, dev_ds, steps_per_epoch = _trainer_and_data(
             config, caption_model, vocab, dataset, train_features, dev_features)
         if config.eval_every:  # dev scored every `eval_every` steps: an "epoch" is that many steps of an endless stream
             train_ds, steps_per_epoch = train_ds.repeat(), config.eval_every
         trainer.compile(optimizer=_optimizer(config, steps_per_epoch))
-        if multi:  # fit() would build the optimizer's slots in the scope; the multi-worker loop does not
+        if role.multi_worker:  # fit() would build the optimizer's slots in the scope; the multi-worker loop does not
             trainer.optimizer.build(trainer.trainable_variables)
-    generator = CaptionGenerator(get_decoder(caption_model), vocab)
+    search = TFSearch(get_decoder(caption_model), vocab)
     dev_refs = {n: dataset.captions[n] for n in dev_names}
-    monitor = MONITORS[config.monitor]
-    mode = "min" if config.monitor == "loss" else "max"
-    best = _resume_history(output, monitor, mode) if chief else None
-    if multi:  # every worker must save (or not) at the same epochs as the chief
-        shared = broadcast_from_chief(strategy, [math.nan if best is None else best])[0]
-        best = None if math.isnan(shared) else float(shared)
+    dev = (search, dev_features, dev_refs, dev_names)
+    monitor, mode = MONITORS[config.monitor], "min" if config.monitor == "loss" else "max"
+    best = _resume_history(output, monitor, mode) if role.chief else None
+    shared = role.share([math.nan if best is None else best])[0]  # every worker saves at the chief's epochs
+    best = None if math.isnan(shared) else float(shared)
+    with role.workspace(output) as files:
+        callbacks = _callbacks(config, role, files, output, dev, monitor, mode, best)
+        (files / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        interrupted = _fit(config, role, trainer, train_ds, dev_ds, callbacks, files, log)
+    model_path, vocab_path = output / "mymodel.h5", output / "tokenizer.pkl"
+    if not role.chief:  # the chief saves the model; this worker's copies were only for keeping in step
+        return TrainResult(model_path, vocab_path, {})
+    trainer.load_weights(output / "best.weights.h5")
+    scores = DevScores(*dev).scores()
+    info = ModelInfo(config.encoder, get_backbone(config.encoder).image_size, len(vocab), vocab.fingerprint,
+                     vocab.lang, extra={"dev_greedy": scores, "config": dataclasses.asdict(config)})
+    save_model(caption_model, vocab, info, model_path, vocab_path)
+    if not interrupted:  # a run killed before this point resumes from the backup instead of starting over
+        shutil.rmtree(output / "backup", ignore_errors=True)
+    history = pd.read_csv(output / "history.csv").to_dict("list")  # every epoch, across resumed runs
+    plot_history(history, output / "history.png")
+    log(f"saved {model_path} and {vocab_path}; dev greedy BLEU-4 {scores['BLEU-4']:.4f}, CIDEr {scores['CIDEr']:.4f}")
+    return TrainResult(model_path, vocab_path, history, scores)
+
+
+def _callbacks(config: TrainConfig, role: Role, files: Path, output: Path, dev: tuple, monitor: str, mode: str,
+               best: float | None) -> list[keras.callbacks.Callback]:
+    """Dev scoring (by the chief), the history, the best weights, early stopping, the backup to resume from."""
     selection = DecodeOptions(beam_size=config.select_beam)  # the search that picks the best epoch
-    dev_scores = (ChiefDevScores(strategy, generator, dev_features, dev_refs, dev_names, options=selection) if multi
-                  else DevScores(generator, dev_features, dev_refs, dev_names, options=selection))
+    dev_scores = (ChiefDevScores(role.strategy, *dev, options=selection) if role.multi_worker
+                  else DevScores(*dev, options=selection))
     callbacks = [
         dev_scores,
         keras.callbacks.CSVLogger(str(files / "history.csv"), append=True),
@@ -273,32 +293,24 @@ def train(config: TrainConfig, log: Callable[[str], None] = print,
     if config.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
                                                            patience=1, min_lr=1e-5))
-    (files / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-    interrupted = False
+    return callbacks
+
+
+def _fit(config: TrainConfig, role: Role, trainer: keras.Model, train_ds: tf.data.Dataset,
+         dev_ds: tf.data.Dataset | None, callbacks: list[keras.callbacks.Callback], files: Path,
+         log: Callable[[str], None]) -> bool:
+    """Run the epochs; True if interrupted (Ctrl-C) after at least one epoch, whose best weights are then saved."""
     try:
-        if multi:
-            fit_multi_worker(trainer, strategy, train_ds, dev_ds, config.epochs, callbacks, log)
+        if role.multi_worker:
+            fit_multi_worker(trainer, role.strategy, train_ds, dev_ds, config.epochs, callbacks, log)
         else:
             trainer.fit(train_ds, validation_data=dev_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False,
                         steps_per_epoch=config.eval_every)  # the tf.data pipeline shuffles
     except KeyboardInterrupt:
-        interrupted = True
         if not (files / "best.weights.h5").is_file():
             raise CaptionerError(f"training interrupted before the first epoch ended; nothing to save in "
-                                 f"{output}.") from None
-        log(f"interrupted: saving the best epoch so far; the same command resumes from {output / 'backup'}")
-    model_path, vocab_path = output / "mymodel.h5", output / "tokenizer.pkl"
-    if scratch:  # the chief saves the model; this worker's copies were only for keeping in step
-        scratch.cleanup()
-        return TrainResult(model_path, vocab_path, {})
-    trainer.load_weights(output / "best.weights.h5")
-    scores = DevScores(generator, dev_features, dev_refs, dev_names).scores()
-    info = ModelInfo(config.encoder, get_backbone(config.encoder).image_size, len(vocab), vocab.fingerprint,
-                     vocab.lang, extra={"dev_greedy": scores, "config": dataclasses.asdict(config)})
-    save_model(caption_model, vocab, info, model_path, vocab_path)
-    if not interrupted:  # a run killed before this point resumes from the backup instead of starting over
-        shutil.rmtree(output / "backup", ignore_errors=True)
-    history = pd.read_csv(output / "history.csv").to_dict("list")  # every epoch, across resumed runs
-    plot_history(history, output / "history.png")
-    log(f"saved {model_path} and {vocab_path}; dev greedy BLEU-4 {scores['BLEU-4']:.4f}, CIDEr {scores['CIDEr']:.4f}")
-    return TrainResult(model_path, vocab_path, history, scores)
+                                 f"{config.output}.") from None
+        log(f"interrupted: saving the best epoch so far; the same command resumes from "
+            f"{Path(config.output) / 'backup'}")
+        return True
+    return False

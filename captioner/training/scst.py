@@ -3,7 +3,7 @@
 For each image the model samples several captions; each caption's reward is its CIDEr-D
 against the image's references, its baseline the mean reward of the other samples (Luo 2020),
 and the policy gradient raises the log-probability of captions that beat their siblings. Samples
-are drawn by the same decoding loop as greedy captions (CaptionGenerator.sample) under the gradient
+are drawn by the same decoding loop as greedy captions (TFSearch.sample) under the gradient
 tape: the log-probabilities of the drawing pass are the ones differentiated, so no second pass runs,
 and with dropout on (`dropout=True`) the masks that drew a caption are the ones its gradient sees.
 Features are cached, so this runs on a CPU.
@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioner.decoding.search import CaptionGenerator
+from captioner.decoding.tf_search import TFSearch
 from captioner.models.base import get_decoder
 from captioner.text.vocabulary import Vocabulary
 from captioner.training.rewards import CiderD
@@ -39,7 +39,7 @@ class SelfCriticalTrainer(keras.Model):
         if samples < 2:
             raise ValueError(f"self-critical training needs at least 2 samples per image, got {samples}")
         self.caption_model = caption_model
-        self.generator = CaptionGenerator(get_decoder(caption_model), vocab, max_length)
+        self.generator = TFSearch(get_decoder(caption_model), vocab, max_length)
         self.max_length = max_length
         self.dropout = dropout
         self.vocab = vocab

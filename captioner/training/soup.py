@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from captioner.artifacts.model_files import load_model, save_model
+from captioner.artifacts.scores import without_scores
 from captioner.errors import CaptionerError
-from captioner.serving.artifacts import load_model, save_model, without_scores
 
 
 def average_models(models: Sequence[tuple[str | os.PathLike, str | os.PathLike]], weights: Sequence[float],

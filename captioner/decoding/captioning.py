@@ -1,7 +1,7 @@
-"""What every captioner does with images once it can encode pixels and caption feature grids.
+"""What every captioner does with images, given an encoder (pixels → feature grids) and a search.
 
 Shared by the Keras captioner (serving.api.Captioner) and the portable one (portable.model), so
-batching, file streaming and the one-image call are written once; no TensorFlow is imported here.
+encoding, batching, file streaming and the one-image call are written once; no TensorFlow is imported here.
 """
 
 from __future__ import annotations
@@ -9,28 +9,66 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from captioner.artifacts.model_files import ModelInfo
 from captioner.data.images import Failure, ImageSource, load_array, load_batches
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
+from captioner.decoding.search import Search
+from captioner.text.vocabulary import Vocabulary
+
+if TYPE_CHECKING:  # the decoder contract's module imports Keras; the searches run without it
+    from captioner.models.base import StepDecoder
 
 
-class ImageCaptioner:
-    """Images → captions, given `image_size`, `encode_pixels` and `caption_features` from a subclass."""
+class PixelEncoder(Protocol):
+    """An image encoder as captioners use it: a Keras CNN (features.encoders) or an exported one (portable)."""
+
+    name: str
 
     @property
     def image_size(self) -> tuple[int, int]:
         """(width, height) the encoder takes, e.g. (224, 224)."""
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Rows and columns of the feature grid, e.g. (7, 7)."""
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images (n, height, width, 3) → feature grids (n, cells, channels)."""
+
+
+class ImageCaptioner:
+    """Images → captions: an `encoder`, a `search` over a `decoder` and the `vocab`, and the model's `info`."""
+
+    info: ModelInfo
+    vocab: Vocabulary
+    decoder: StepDecoder
+    search: Search
+
+    @property
+    def encoder(self) -> PixelEncoder:
         raise NotImplementedError
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Rows and columns of the feature grid the attention weights refer to, e.g. (7, 7)."""
+        return self.encoder.grid_shape
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) the encoder takes, e.g. (224, 224)."""
+        return self.encoder.image_size
 
     def encode_pixels(self, images: np.ndarray) -> np.ndarray:
         """Feature grids (n, cells, channels) of uint8 images (n, height, width, 3) already resized."""
-        raise NotImplementedError
+        return self.encoder(images)
 
     def caption_features(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
         """Captions for a batch of feature grids (n, cells, channels)."""
-        raise NotImplementedError
+        return self.search.generate(features, options)
 
     def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
         """Feature grids for a batch of images: (n, cells, channels)."""

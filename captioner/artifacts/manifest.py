@@ -20,7 +20,6 @@ EXPORT_VERSION = 2
 #: Each format's runtime and the Python package (import name, pip name) that runs it.
 RUNTIMES = {"onnx": ("onnxruntime", "onnxruntime"), "litert": ("ai_edge_litert", "ai-edge-litert"),
             "savedmodel": ("tensorflow", "tensorflow")}
-SUFFIXES = {"onnx": ".onnx", "litert": ".tflite", "savedmodel": ""}
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class Manifest:
     state_arrays: int  # step takes tokens, the state arrays, the memory arrays; returns logits, α, state
     grid_shape: tuple[int, int]  # rows and columns of the feature grid, e.g. (7, 7)
     image_size: int  # the encoder's input is (batch, image_size, image_size, 3) uint8
-    info: dict  # the model file's metadata (captioner.serving.artifacts.ModelInfo fields)
+    info: dict  # the model file's metadata (captioner.artifacts.model_files.ModelInfo fields)
     version: int = EXPORT_VERSION
     captioner_version: str = ""
     format: str = EXPORT_FORMAT
@@ -41,11 +40,6 @@ class Manifest:
 
     def write(self, folder: Path) -> None:
         (folder / MANIFEST_FILE).write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False), encoding="utf-8")
-
-
-def is_export_folder(path: str | Path) -> bool:
-    """Whether `path` is a folder holding an export manifest (the kind `captioner.load` opens without TensorFlow)."""
-    return (Path(path) / MANIFEST_FILE).is_file()
 
 
 def read_manifest(folder: str | Path) -> Manifest:

@@ -1,5 +1,5 @@
-"""tf.distribute for training: the strategy from its name, which worker is the chief, and the
-collectives that keep every worker's callbacks in step while only the chief scores and writes.
+"""tf.distribute for training: the strategy from its name, this process's role in the run (settled once),
+and the collectives that keep every worker's callbacks in step while only the chief scores and writes.
 
 `mirrored` splits each batch across this machine's GPUs (one replica on a CPU-only machine);
 `multiworker` runs one process per machine from TF_CONFIG (set by hand, or by Ray Train), each
@@ -8,9 +8,13 @@ taking its share of every global batch, with gradients all-reduced after each st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -69,6 +73,52 @@ def broadcast_from_chief(strategy: tf.distribute.Strategy, values: Sequence[floa
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(share, args=(local,)), axis=None)
 
     return all_reduce(tf.constant(np.asarray(values, np.float64))).numpy()  # (n,)
+
+
+@dataclass(frozen=True)
+class Role:
+    """This process's part in a training run, settled once from the strategy: whether it is the chief (scores
+    dev, writes the run's files) and whether other processes train with it (so workers meet in collectives).
+
+    `Role()` is plain single-process training; `Role.of(strategy)` under a tf.distribute strategy.
+    """
+
+    strategy: tf.distribute.Strategy | None = None
+    chief: bool = True
+    multi_worker: bool = False
+    index: int = 0  # this worker's task index in the cluster
+
+    @classmethod
+    def of(cls, strategy: tf.distribute.Strategy | None) -> Role:
+        return cls(strategy, is_chief(strategy), is_multi_worker(strategy), worker_index(strategy))
+
+    @property
+    def replicas(self) -> int:
+        """Replicas each global batch is split across (1 without a strategy)."""
+        return self.strategy.num_replicas_in_sync if self.strategy is not None else 1
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        """Where variables and optimizer state are made: one copy per replica under a strategy."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    def share(self, values: Sequence[float]) -> np.ndarray:
+        """The chief's `values` on every worker (and a barrier: each worker waits for all); alone, `values`."""
+        if self.multi_worker:
+            return broadcast_from_chief(self.strategy, values)
+        return np.asarray(values, np.float64)
+
+    @contextlib.contextmanager
+    def workspace(self, output: Path) -> Iterator[Path]:
+        """The folder this process writes its run files to: `output` on the chief; on the other workers, whose
+        identical copies only keep them in step, a temporary folder removed however the run ends."""
+        if self.chief:
+            yield output
+            return
+        with tempfile.TemporaryDirectory(prefix=f"captioner-worker{self.index}-") as scratch:
+            yield Path(scratch)
+
+
+SINGLE_PROCESS = Role()  # plain training: this process alone, the chief
 
 
 def _for_replicas(dataset: tf.data.Dataset, replicas: int) -> tf.data.Dataset:

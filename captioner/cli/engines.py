@@ -67,7 +67,7 @@ def train(args: argparse.Namespace, config: TrainConfig) -> TrainResult:
         if args.strategy not in ("none", "multiworker"):
             raise CaptionerError("--engine ray trains with --strategy multiworker (one Ray worker per replica).")
         return train_on_ray(config, args.workers, args.address)
-    from captioner.distributed.strategy import make_strategy
     from captioner.training.run import train as train_here
+    from captioner.training.strategy import make_strategy
 
     return train_here(config, strategy=make_strategy(args.strategy))

@@ -9,7 +9,6 @@ tampered file cannot run code.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import io
 import json
 import logging
@@ -19,14 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from captioner.artifacts.scores import without_scores
+from captioner.atomic import atomic_path, partial_path, write_bytes
 from captioner.errors import ArtifactError
-from captioner.evaluation import METRICS
 from captioner.models import DEFAULT_DECODER
 from captioner.text.vocabulary import Vocabulary
 
 if TYPE_CHECKING:  # h5py, Keras and TensorFlow load when a model file is read or written, not on import
     import h5py
     import keras
+
+    from captioner.features.encoders import ImageEncoder
 
 METADATA_ATTR = "captioner_metadata"
 MODEL_FILE, VOCAB_FILE = "mymodel.h5", "tokenizer.pkl"
@@ -59,58 +61,13 @@ class SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}.{hint}")
 
 
-def _partial(target: Path, suffix: str = "") -> Path:
-    """A temporary file beside `target`, this process's own, renamed over it once complete."""
-    return target.with_name(f".{target.name}.partial-{os.getpid()}{suffix}")
-
-
-def _remove_stale_partials(target: Path) -> None:
-    """Delete the temporary files that saves killed before they finished left beside `target`."""
-    for partial in target.parent.glob(f".{glob.escape(target.name)}.partial-*"):
-        pid = partial.name.rpartition(".partial-")[2].partition(".")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _is_running(int(pid)):
-            partial.unlink(missing_ok=True)
-
-
-def _is_running(pid: int) -> bool:
-    if os.name == "nt":  # os.kill would terminate it there; keep the file
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists but is not ours (PermissionError), or this platform cannot tell
-        return True
-    return True
-
-
-def _sync(path: Path) -> None:
-    """Flush a written file to disk, so that once renamed it is never found empty after a crash."""
-    with path.open("rb+") as handle:
-        os.fsync(handle.fileno())
-
-
-def _write_partial(path: Path, data: bytes) -> None:
-    with path.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def _vocabulary_bytes(vocab: Vocabulary) -> bytes:
     return pickle.dumps(vocab.to_dict(), protocol=4)
 
 
 def save_vocabulary(vocab: Vocabulary, path: str | os.PathLike) -> None:
     """Write tokenizer.pkl atomically: a temporary file beside it, renamed into place once complete."""
-    path = Path(path)
-    _remove_stale_partials(path)
-    partial = _partial(path)
-    try:
-        _write_partial(partial, _vocabulary_bytes(vocab))
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_bytes(path, _vocabulary_bytes(vocab))
 
 
 def load_vocabulary(path: str | os.PathLike) -> Vocabulary:
@@ -140,29 +97,22 @@ def save_model(model: keras.Model, vocab: Vocabulary, info: ModelInfo, model_pat
     from captioner.models.base import get_decoder
 
     info = dataclasses.replace(info, decoder=get_decoder(model).registry_name)
-    model_path, vocab_path = Path(model_path), Path(vocab_path)
-    for target in (model_path, vocab_path):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_partials(target)
-    full, half, words = _partial(model_path, ".float32.h5"), _partial(model_path, ".h5"), _partial(vocab_path)
     absl = logging.getLogger("absl")
     level = absl.level
-    absl.setLevel(logging.ERROR)  # HDF5 is the format users of this project expect; skip Keras's nudge
-    try:
+    with atomic_path(model_path, ".h5") as half, atomic_path(vocab_path) as words:  # replaced once both are complete
+        full = partial_path(Path(model_path), ".float32.h5")  # Keras's own save, before the float16 copy
         try:
-            model.save(full, include_optimizer=False)
+            absl.setLevel(logging.ERROR)  # HDF5 is the format users of this project expect; skip Keras's nudge
+            try:
+                model.save(full, include_optimizer=False)
+            finally:
+                absl.setLevel(level)
+            with h5py.File(full, "r") as source, h5py.File(half, "w") as target:
+                _copy_as_float16(source, target)
+                target.attrs[METADATA_ATTR] = json.dumps(info.__dict__)
         finally:
-            absl.setLevel(level)
-        with h5py.File(full, "r") as source, h5py.File(half, "w") as target:
-            _copy_as_float16(source, target)
-            target.attrs[METADATA_ATTR] = json.dumps(info.__dict__)
-        _sync(half)
-        _write_partial(words, _vocabulary_bytes(vocab))
-        os.replace(half, model_path)  # both files are complete before either is replaced
-        os.replace(words, vocab_path)
-    finally:
-        for partial in (full, half, words):
-            partial.unlink(missing_ok=True)
+            full.unlink(missing_ok=True)
+        words.write_bytes(_vocabulary_bytes(vocab))
 
 
 def _copy_as_float16(source: h5py.Group, target: h5py.Group) -> None:
@@ -207,20 +157,6 @@ def read_model_info(model_path: str | os.PathLike) -> ModelInfo:
     return info
 
 
-def score_tables(extra: dict | None) -> dict[str, dict[str, float]]:
-    """The score tables of a model's `extra` facts, e.g. {"dev greedy": {"BLEU-4": 0.21, …}}: dicts
-    of numbers keyed by caption metrics."""
-    return {name: {metric: float(value) for metric, value in table.items()}
-            for name, table in (extra or {}).items()
-            if isinstance(table, dict) and table and set(table) <= set(METRICS)
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in table.values())}
-
-
-def without_scores(extra: dict | None) -> dict:
-    """A model's `extra` facts less its score tables: the recipe and provenance."""
-    return {name: value for name, value in (extra or {}).items() if name not in score_tables(extra)}
-
-
 def record_scores(model_path: str | os.PathLike, scores: dict[str, dict[str, float]]) -> None:
     """Store score tables (e.g. {"dev beam 3": {"BLEU-4": 0.21, …}}) in a saved model's metadata, where
     the app's model panel reads them, in place of the quick ones training stored; weights are untouched."""
@@ -244,7 +180,7 @@ def load_model(model_path: str | os.PathLike, vocab_path: str | os.PathLike,
             f"{len(vocab)} words ({vocab.fingerprint}). Use the tokenizer.pkl saved with the model.")
     import keras
 
-    from captioner.serving.safe_loading import check_model_classes
+    from captioner.artifacts.safe_loading import check_model_classes
 
     check_model_classes(model_path)  # no Lambda or foreign class reaches Keras's deserialiser
     try:
@@ -253,3 +189,17 @@ def load_model(model_path: str | os.PathLike, vocab_path: str | os.PathLike,
         raise ArtifactError(f"{model_path}: cannot load the model ({error}).") from None
     return model, vocab, info
 
+
+
+def matching_encoder(model: keras.Model, info: ModelInfo, weights: str | os.PathLike | None = "imagenet",
+                     ) -> ImageEncoder:
+    """The image encoder a saved model reads (one per process, shared), checked to give the feature grids the
+    model was trained on."""
+    from captioner.features.encoders import shared_encoder
+
+    encoder = shared_encoder(info.encoder, weights)
+    expected = tuple(model.inputs[0].shape[1:])
+    if encoder.feature_shape != expected:
+        raise ArtifactError(f"encoder {info.encoder} gives {encoder.feature_shape} features but the model expects "
+                            f"{expected}.")
+    return encoder
