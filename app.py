@@ -251,6 +251,11 @@ def card(index: int, result: gallery.ImageResult, languages: list[str]) -> None:
                 first = next(iter(result.captions.values()), None)
                 st.image(result.image, width="stretch", alt=gallery.alt_text(first) if first else result.name)
             st.caption(md(result.name))
+            tags = next(iter(result.captions.values())).tags if result.captions else []
+            if tags:  # what the encoder's ImageNet classifier sees, from the same pass as the captions
+                with st.container(key=f"tags_{index}", horizontal=True, gap="small"):
+                    for tag in tags:
+                        st.badge(f"{tag.name} {tag.probability:.0%}", color="blue")
             for note in result.notes:
                 st.info(note, icon=":material/info:")
             if result.error:

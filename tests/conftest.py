@@ -114,8 +114,8 @@ def chinese_shape_caption(shape: str, colour: str, background: str) -> str:
     return f"{ZH_BACKGROUNDS[background]}背景上的{ZH_COLOURS[colour]}{ZH_SHAPES[shape]}"
 
 
-def train_shapes(folder: Path, weights: Path, lang: str = "en", caption_fn=shape_caption,
-                 decoder: str = "sat") -> dict:
+def train_shapes(folder: Path, weights: Path | str, lang: str = "en", caption_fn=shape_caption,
+                 decoder: str = "sat", encoder: str = "mobilenet_v2", epochs: int = 25) -> dict:
     """Train a small captioner with `decoder` on synthetic shapes (the whole pipeline, end to end)."""
     from captioner.training.config import TrainConfig
     from captioner.training.run import train
@@ -123,8 +123,8 @@ def train_shapes(folder: Path, weights: Path, lang: str = "en", caption_fn=shape
     held_out = make_shapes_dataset(folder, per_combination=8, seed=1, caption_fn=caption_fn)
     config = TrainConfig(
         data=str(folder / "captions.csv"), output=str(folder / "run"), cache_dir=str(folder / "cache"),
-        lang=lang, decoder=decoder, encoder_weights=str(weights), min_count=1, max_length=12, embedding_dim=64,
-        units=128, attention_units=64, dropout=0.1, label_smoothing=0.0, batch_size=16, epochs=25,
+        lang=lang, decoder=decoder, encoder=encoder, encoder_weights=str(weights), min_count=1, max_length=12,
+        embedding_dim=64, units=128, attention_units=64, dropout=0.1, label_smoothing=0.0, batch_size=16, epochs=epochs,
         learning_rate=3e-3, lr_schedule="constant", monitor="bleu4", patience=25, seed=0)
     result = train(config, log=lambda message: None)
     return {"folder": folder, "result": result, "held_out": held_out, "weights": weights}
@@ -134,6 +134,25 @@ def train_shapes(folder: Path, weights: Path, lang: str = "en", caption_fn=shape
 def shapes_model(tmp_path_factory, mobilenet_weights):
     """A small captioner really trained on synthetic shapes with English template captions."""
     return train_shapes(tmp_path_factory.mktemp("shapes"), mobilenet_weights)
+
+
+@pytest.fixture(scope="session")
+def lite_shapes_model(tmp_path_factory):
+    """The shapes task on EfficientNet-Lite0, whose ImageNet classifier tags each photo; its weights are
+    converted from the installed weights package into this session's Keras cache, as a user's would be."""
+    keras_home = tmp_path_factory.mktemp("keras_home")
+    previous = os.environ.get("KERAS_HOME")
+    os.environ["KERAS_HOME"] = str(keras_home)
+    try:
+        from captioner.features.encoders import BACKBONES, resolve_weights
+
+        weights = resolve_weights(BACKBONES["efficientnet_lite0"], "imagenet")  # the converted file
+    finally:
+        if previous is None:
+            os.environ.pop("KERAS_HOME")
+        else:
+            os.environ["KERAS_HOME"] = previous
+    return train_shapes(tmp_path_factory.mktemp("shapes_lite"), weights, encoder="efficientnet_lite0", epochs=12)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from captioner.cli.engines import add_engine_args
 from captioner.decoding.options import DecodeOptions
 from captioner.errors import CaptionerError
 from captioner.features import DEFAULT_CACHE_DIR, DEFAULT_ENCODER
+from captioner.serving.loading import DEFAULT_RUNTIME, RUNTIMES
 
 if typing.TYPE_CHECKING:  # TensorFlow is imported only when a command needs it
     from captioner.decoding.options import Caption
@@ -30,6 +31,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", help="vocabulary saved with the model (default: tokenizer.pkl beside it)")
     parser.add_argument("--encoder-weights", default="imagenet",
                         help="ImageNet weights .h5 for the encoder; default: Keras cache, then download")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                        help="auto (default): a model file runs from its export, made once on first use, without "
+                             "TensorFlow; tensorflow: load it in Keras; portable: always the export")
 
 
 def _model_paths(args: argparse.Namespace) -> list[tuple[Path, Path]]:
@@ -51,7 +55,9 @@ def _load(args: argparse.Namespace) -> Captioner:
     """The model(s) the arguments name: one Captioner, an ensemble when --model is repeated."""
     import captioner
 
-    models = [captioner.load(model, vocab, args.encoder_weights) for model, vocab in _model_paths(args)]
+    paths = _model_paths(args)
+    runtime = args.runtime if len(paths) == 1 else "tensorflow"  # an ensemble decodes in one Keras search
+    models = [captioner.load(model, vocab, args.encoder_weights, runtime) for model, vocab in paths]
     return models[0] if len(models) == 1 else captioner.ensemble(models)
 
 
@@ -126,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--allow-repeats", action="store_true",
                          help="let a caption repeat a word, a three-word phrase or a noun phrase "
                               "(blocked by default)")
-    caption.add_argument("--json", action="store_true", help="print JSON lines with scores and the n-best list")
+    caption.add_argument("--json", action="store_true",
+                         help="print JSON lines with scores, the n-best list and the tags")
+    caption.add_argument("--tags", action="store_true",
+                         help="also print what the encoder's ImageNet classifier sees, with probabilities")
     caption.add_argument("--attention", metavar="OUT.png",
                          help="also draw where the model looked for each word (one image only)")
     caption.add_argument("--output", metavar="FILE.csv|FILE.jsonl",
@@ -241,9 +250,12 @@ def _print_caption(path: Path, caption: Caption, args: argparse.Namespace, with_
     lead = f"{path}\t" if with_path else ""
     if args.n_best == 1:
         print(f"{lead}{caption.text}")
-        return
-    for rank, alternative in enumerate(caption.ranked, 1):
-        print(f"{lead}{rank}. {alternative.text} ({alternative.confidence:.2f})")
+    else:
+        for rank, alternative in enumerate(caption.ranked, 1):
+            print(f"{lead}{rank}. {alternative.text} ({alternative.confidence:.2f})")
+    if args.tags:
+        seen = ", ".join(f"{tag.name} ({tag.probability:.2f})" for tag in caption.tags)
+        print(f"{lead}tags: {seen or 'none (this model has no ImageNet classifier, or nothing is clear enough)'}")
 
 
 def _save_attention(model: Captioner, path: Path, caption: Caption, out: str) -> None:

@@ -17,10 +17,20 @@ from captioner.artifacts.model_files import ModelInfo
 from captioner.data.images import Failure, ImageSource, load_array, load_batches
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.decoding.search import Search
+from captioner.features.tags import top_tags
 from captioner.text.vocabulary import Vocabulary
 
 if TYPE_CHECKING:  # the decoder contract's module imports Keras; the searches run without it
     from captioner.models.base import StepDecoder
+
+
+def with_tags(captions: list[Caption], probabilities: np.ndarray | None) -> list[Caption]:
+    """The captions of a batch, each (and its alternatives) given its photo's tags from probabilities (n, 1000)."""
+    if probabilities is not None:
+        for caption, tags in zip(captions, top_tags(probabilities), strict=True):
+            for hypothesis in caption.n_best:
+                hypothesis.tags = tags
+    return captions
 
 
 class PixelEncoder(Protocol):
@@ -38,6 +48,9 @@ class PixelEncoder(Protocol):
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """uint8 images (n, height, width, 3) → feature grids (n, cells, channels)."""
+
+    def encode_and_classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Feature grids and, from the same pass, ImageNet probabilities (n, 1000), or None without a classifier."""
 
 
 class ImageCaptioner:
@@ -72,14 +85,23 @@ class ImageCaptioner:
 
     def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
         """Feature grids for a batch of images: (n, cells, channels)."""
-        return self.encode_pixels(np.stack([load_array(image, self.image_size) for image in images]))
+        return self.encode_pixels(self.load_pixels(images))
+
+    def load_pixels(self, images: Sequence[ImageSource]) -> np.ndarray:
+        """A batch of images read and resized for the encoder: uint8 (n, height, width, 3)."""
+        return np.stack([load_array(image, self.image_size) for image in images])
+
+    def caption_pixels(self, images: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
+        """Captions, with the classifier's tags, for uint8 images (n, height, width, 3) already resized."""
+        features, probabilities = self.encoder.encode_and_classify(images)  # (n, cells, channels), (n, 1000)
+        return with_tags(self.caption_features(features, options), probabilities)
 
     def caption_many(self, images: Sequence[ImageSource], options: DecodeOptions = DEFAULT_DECODING,
                      batch_size: int = 32) -> list[Caption]:
         """Captions for many images, encoded and decoded in batches."""
         captions: list[Caption] = []
         for start in range(0, len(images), batch_size):
-            captions.extend(self.caption_features(self.encode(images[start:start + batch_size]), options))
+            captions.extend(self.caption_pixels(self.load_pixels(images[start:start + batch_size]), options))
         return captions
 
     def caption_files(self, paths: Sequence[str | os.PathLike], options: DecodeOptions = DEFAULT_DECODING,
@@ -91,7 +113,7 @@ class ImageCaptioner:
         """
         paths = [Path(p) for p in paths]
         for rows, images, failures in load_batches(paths, self.image_size, batch_size):
-            captions = self.caption_features(self.encode_pixels(images), options) if images is not None else []
+            captions = self.caption_pixels(images, options) if images is not None else []
             yield [(paths[row], caption) for row, caption in zip(rows, captions, strict=True)], failures
 
     def caption(self, image: ImageSource, options: DecodeOptions = DEFAULT_DECODING) -> Caption:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from captioner.features.tags import Tag
+
 
 @dataclass
 class Caption:
@@ -18,6 +20,7 @@ class Caption:
     alternatives: list[Caption] = field(default_factory=list, repr=False)  # the runners-up, best first
     score: float = 0.0  # log_prob / length**length_penalty, what the search ranks by
     ended: bool = True  # False for a caption cut at the maximum length: no <end> in log_prob
+    tags: list[Tag] = field(default_factory=list)  # what the encoder's classifier sees; empty without one
 
     @property
     def confidence(self) -> float:

@@ -20,7 +20,7 @@ from captioner.models.base import get_decoder
 class ExportGraphs:
     """tf.functions with fixed input signatures, and the arrays' counts for the manifest."""
 
-    encode: tf.types.experimental.GenericFunction  # images (batch, size, size, 3) uint8 → (batch, cells, channels)
+    encode: tf.types.experimental.GenericFunction  # images (batch, size, size, 3) uint8 → grids[, probabilities]
     prepare: tf.types.experimental.GenericFunction  # features → memory arrays..., state arrays...
     step: tf.types.experimental.GenericFunction  # tokens (rows,), state..., memory... → logits, α, state...
     memory_arrays: int
@@ -43,8 +43,12 @@ def export_graphs(model: keras.Model, encoder: ImageEncoder) -> ExportGraphs:
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, "images")])
     def encode(images):
         pixels = encoder.backbone.preprocess(tf.cast(images, tf.float32))  # (batch, size, size, 3)
-        grid = encoder.model(pixels, training=False)  # (batch, rows, columns, channels)
-        return tf.reshape(grid, [-1, cells, channels])  # (batch, cells, channels)
+        outputs = encoder.model(pixels, training=False)
+        grid = outputs[0] if encoder.classifier else outputs  # (batch, rows, columns, channels)
+        grid = tf.reshape(grid, [-1, cells, channels])  # (batch, cells, channels)
+        if encoder.classifier:  # the ImageNet head, from the same pass: the tags
+            return grid, tf.nn.softmax(outputs[1])  # (batch, cells, channels), (batch, 1000)
+        return (grid,)
 
     @tf.function(input_signature=[tf.TensorSpec([None, cells, channels], tf.float32, "features")])
     def prepare(features):

@@ -53,7 +53,12 @@ class ExportedEncoder:
         self.grid_shape = grid_shape
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self._function(np.ascontiguousarray(images, np.uint8))[0]
+        return self.encode_and_classify(images)[0]
+
+    def encode_and_classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Grids (n, cells, channels) and, when the export holds the classifier, ImageNet probabilities (n, 1000)."""
+        outputs = self._function(np.ascontiguousarray(images, np.uint8))
+        return outputs[0], outputs[1] if len(outputs) > 1 else None
 
 
 def _read_vocabulary(folder: Path, info: ModelInfo) -> Vocabulary:

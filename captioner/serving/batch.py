@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # the file side needs no TensorFlow (the Ray driver only writ
     from captioner.serving.api import Captioner
 
 FORMATS = (".csv", ".jsonl")
-CSV_COLUMNS = ("image", "caption", "confidence", "log_prob", "n_best")  # n_best: a JSON list in the cell
+CSV_COLUMNS = ("image", "caption", "confidence", "log_prob", "n_best", "tags")  # n_best, tags: JSON lists in cells
 
 
 @dataclass
@@ -47,7 +47,8 @@ def caption_record(image: str, caption: Caption) -> dict:
         return {"confidence": round(c.confidence, 4), "log_prob": round(c.log_prob, 4)}
 
     return {"image": image, "caption": caption.text, **scores(caption),
-            "n_best": [{"caption": c.text, **scores(c)} for c in caption.ranked]}
+            "n_best": [{"caption": c.text, **scores(c)} for c in caption.ranked],
+            "tags": [{"name": t.name, "probability": round(t.probability, 4), "word": t.word} for t in caption.tags]}
 
 
 class CaptionFile:
@@ -86,14 +87,22 @@ class CaptionFile:
                 raise CaptionerError(f"{self.path}: exists but is not a captions JSONL file to resume "
                                      f"({error}); choose another output file.") from None
 
+    def _columns(self) -> list[str]:
+        with self.path.open(encoding="utf-8", newline="") as handle:
+            return next(csv.reader(handle), list(CSV_COLUMNS))
+
     def append(self, records: Sequence[dict]) -> None:
         """Write the records in one go, with a header first if the CSV file is new."""
         buffer = io.StringIO()
         if self.format == ".csv":
-            writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
-            if not self.path.is_file() or self.path.stat().st_size == 0:
+            new = not self.path.is_file() or self.path.stat().st_size == 0
+            # A file begun by an older version keeps its own columns (it may have no tags column).
+            writer = csv.DictWriter(buffer, CSV_COLUMNS if new else self._columns(), lineterminator="\n",
+                                    extrasaction="ignore")
+            if new:
                 writer.writeheader()
-            writer.writerows({**r, "n_best": json.dumps(r["n_best"], ensure_ascii=False)} for r in records)
+            writer.writerows({**r, "n_best": json.dumps(r["n_best"], ensure_ascii=False),
+                              "tags": json.dumps(r["tags"], ensure_ascii=False)} for r in records)
         else:
             buffer.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         with self.path.open("a", encoding="utf-8", newline="") as handle:
