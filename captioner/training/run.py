@@ -34,6 +34,7 @@ from captioner.features.cache import FeatureCache, FeatureTable
 from captioner.features.encoders import ImageEncoder, get_backbone
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.serving.artifacts import ModelInfo, load_model, save_model, vocabulary_beside
+from captioner.text.objects import without_concepts
 from captioner.text.vocabulary import Vocabulary
 from captioner.training.callbacks import DevScores, plot_history
 from captioner.training.config import MONITORS, TrainConfig
@@ -214,6 +215,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print,
     scratch = None if chief else tempfile.TemporaryDirectory(prefix=f"captioner-worker{worker_index(strategy)}-")
     files = Path(scratch.name) if scratch else output  # removed however the run ends
     dataset = load_dataset(config.data, config.images, config.lang, config.seed).limit(config.limit)
+    if config.held_out_concepts:  # the DCC protocol: the model never reads these words in training
+        dataset = without_concepts(dataset, config.held_out_concepts)
+        log(f"held out {config.held_out_concepts}: training captions that name them are removed")
     for problem in dataset.problems[:10]:
         log(f"skipped {problem}")
     log(dataset.summary())
