@@ -67,6 +67,7 @@ def test_evaluate_prints_metrics_and_writes_json(shapes_model, tmp_path, capsys)
     assert code == 0
     table = capsys.readouterr().out
     assert "BLEU-4" in table and "CIDEr" in table and "test greedy" in table
+    assert "CHAIR_s" in table  # English captions: the invented-objects table too
     scores = json.loads(out_file.read_text())["test greedy"]
     assert scores["BLEU-4"] > 0.8
     assert read_model_info(model).extra["test greedy"] == scores  # what the app's model panel shows

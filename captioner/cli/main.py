@@ -314,6 +314,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from captioner.data.datasets import load_dataset
     from captioner.evaluation.evaluate import evaluate_model
+    from captioner.evaluation.grounding import grounding_report
     from captioner.evaluation.metrics import format_table, scoring_note
     from captioner.evaluation.repetition import format_repetition, repetition_stats
 
@@ -337,6 +338,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if model.vocab.lang == "en":  # the noun-phrase rule knows English determiners only
         print(format_repetition({f"{args.split} {name}": repetition_stats(c.words for c in by_image.values())
                                  for name, by_image in captions.items()}))
+        print(grounding_report({f"{args.split} {name}": {n: c.text for n, c in by_image.items()}
+                                for name, by_image in captions.items()}, dataset.captions,
+                               trained_on.get("held_out_concepts")))
     print("SPICE is not reported: it needs Stanford CoreNLP models downloaded at run time.")
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=2))

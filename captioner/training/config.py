@@ -10,6 +10,7 @@ from pathlib import Path
 from captioner.errors import CaptionerError
 from captioner.features import DEFAULT_CACHE_DIR, DEFAULT_ENCODER
 from captioner.models import DEFAULT_DECODER
+from captioner.text.objects import parse_concepts
 from captioner.text.vocabulary import MAX_CAPTION_LENGTH, TOKENIZATIONS, default_tokenization
 
 MONITORS = {"cider": "val_cider", "bleu4": "val_bleu4", "loss": "val_loss"}  # recipe name → Keras log key
@@ -55,10 +56,13 @@ class TrainConfig:
     scst_max_length: int = 20  # tokens per sampled caption, <end> included (the usual cap)
     scst_dropout: bool = False  # sample (and differentiate) with dropout on, as in training mode
     seed: int = 0
+    held_out_concepts: str | None = None  # e.g. "bicycle, boat": train captions naming these are dropped (DCC)
 
     def __post_init__(self) -> None:
         if self.tokenization is None:
             self.tokenization = default_tokenization(self.lang)
+        if self.held_out_concepts is not None:  # a YAML list or "a, b"; recorded in the model file as "a, b"
+            self.held_out_concepts = ", ".join(parse_concepts(self.held_out_concepts)) or None
         for name, choices in (("lr_schedule", LR_SCHEDULES), ("monitor", tuple(MONITORS)),
                               ("objective", OBJECTIVES), ("tokenization", TOKENIZATIONS)):
             if getattr(self, name) not in choices:

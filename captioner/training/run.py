@@ -24,6 +24,7 @@ from captioner.errors import CaptionerError, DataError
 from captioner.features.cache import FeatureCache, FeatureTable
 from captioner.features.encoders import ImageEncoder, get_backbone
 from captioner.models.base import build_caption_model, get_decoder
+from captioner.text.objects import without_concepts
 from captioner.text.vocabulary import Vocabulary
 from captioner.training.callbacks import DevScores, plot_history
 from captioner.training.config import MONITORS, TrainConfig
@@ -190,6 +191,9 @@ def check_role(config: TrainConfig, role: Role) -> None:
 def load_features(config: TrainConfig, role: Role, log: Callable[[str], None]) -> tuple[CaptionDataset, FeatureCache]:
     """The dataset and its feature cache: the chief extracts, the other workers wait for it, then only read."""
     dataset = load_dataset(config.data, config.images, config.lang, config.seed).limit(config.limit)
+    if config.held_out_concepts:  # the DCC protocol: the model never reads these words in training
+        dataset = without_concepts(dataset, config.held_out_concepts)
+        log(f"held out {config.held_out_concepts}: training captions that name them are removed")
     for problem in dataset.problems[:10]:
         log(f"skipped {problem}")
     log(dataset.summary())

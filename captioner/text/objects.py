@@ -1,0 +1,95 @@
+"""The objects an English caption names (captioner/text/objects.tsv), and training data with chosen objects removed.
+
+Shared by the hallucination measure and held-out-concept F1 (captioner.evaluation.grounding) and by training, which
+drops every training caption that names a held-out concept (the DCC protocol; docs/grounding.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from functools import cache
+from pathlib import Path
+
+from captioner.data.datasets import CaptionDataset
+from captioner.errors import CaptionerError
+
+TABLE = Path(__file__).with_name("objects.tsv")
+_TOKEN = re.compile(r"[a-z]+")
+
+
+@cache
+def object_phrases() -> dict[tuple[str, ...], str]:
+    """Every word or phrase of the object table (as a tuple of tokens) → its object's canonical name."""
+    phrases: dict[tuple[str, ...], str] = {}
+    for line in TABLE.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, words = line.split("\t")
+            for phrase in words.split(","):
+                key = tuple(_TOKEN.findall(phrase.lower()))
+                if key in phrases:
+                    raise ValueError(f"{TABLE}: {' '.join(key)!r} names both {phrases[key]} and {name}")
+                phrases[key] = name
+    return phrases
+
+
+def object_names() -> list[str]:
+    """The canonical object names, in table order."""
+    return list(dict.fromkeys(object_phrases().values()))
+
+
+def tokens(caption: str | Sequence[str]) -> list[str]:
+    """Lower-case word tokens of a caption given as text or as its words."""
+    text = caption if isinstance(caption, str) else " ".join(caption)
+    return _TOKEN.findall(text.lower())
+
+
+def mentioned_objects(caption: str | Sequence[str]) -> set[str]:
+    """The objects a caption names, matching the longest phrase at each word ("hot dog" is food, not a dog)."""
+    phrases = object_phrases()
+    longest = max(len(key) for key in phrases)
+    words, found, i = tokens(caption), set(), 0
+    while i < len(words):
+        for size in range(min(longest, len(words) - i), 0, -1):
+            name = phrases.get(tuple(words[i:i + size]))
+            if name is not None:
+                found.add(name)
+                i += size
+                break
+        else:
+            i += 1
+    return found
+
+
+def parse_concepts(concepts: str | Iterable[str] | None) -> list[str]:
+    """Held-out concepts from a recipe ("bicycle, boat" or a list) as a list of known object names, else a one-line
+    error naming the known ones."""
+    if concepts is None:
+        return []
+    if isinstance(concepts, str):
+        concepts = concepts.split(",")
+    concepts, known = [c.strip() for c in concepts if c.strip()], object_names()
+    unknown = [c for c in concepts if c not in known]
+    if unknown:
+        raise CaptionerError(f"unknown held-out concepts {unknown}: use object names from {TABLE.name} "
+                             f"({', '.join(known)}).")
+    return concepts
+
+
+def without_concepts(dataset: CaptionDataset, concepts: str | Iterable[str], split: str = "train") -> CaptionDataset:
+    """The dataset with every caption of `split` that names one of `concepts` removed (synonyms and plurals
+    included); images left with no caption leave the split. Other splits keep all their captions."""
+    held_out = set(parse_concepts(concepts))
+    if not held_out:
+        return dataset
+    captions = dict(dataset.captions)
+    kept_images = []
+    for image in dataset.split(split):
+        kept = [c for c in captions[image] if not mentioned_objects(c) & held_out]
+        if kept:
+            captions[image] = kept
+            kept_images.append(image)
+        else:
+            del captions[image]
+    splits = {**dataset.splits, split: kept_images}
+    return CaptionDataset(dataset.images_dir, captions, splits, dataset.problems, dataset.source)
