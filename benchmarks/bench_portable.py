@@ -69,7 +69,7 @@ def worker(path: str, model: str, tokenizer: str, photos: list[str], runs: int, 
     import captioner
     from captioner.decoding.options import GREEDY, DecodeOptions
 
-    loaded = captioner.load(model, tokenizer)
+    loaded = captioner.load(model, tokenizer, runtime="tensorflow" if path == "tensorflow" else "auto")
     loaded.caption(photos[0])  # the default search: beam 3
     first = time.perf_counter() - start
     beam3 = DecodeOptions(beam_size=3)

@@ -49,7 +49,8 @@ def main() -> None:
             quantize = ["--quantize", args.quantize] if args.quantize else []
             subprocess.run([sys.executable, "-m", "captioner.cli.main", "export", str(model_path), "--tokenizer",
                             str(vocab_path), "--output", str(folder), *quantize], check=True)
-        keras_model, portable = captioner.load(model_path, vocab_path), captioner.load(folder)
+        keras_model = captioner.load(model_path, vocab_path, runtime="tensorflow")
+        portable = captioner.load(folder)
         features = np.concatenate([keras_model.encode(photos[i:i + 25]) for i in range(0, len(photos), 25)])
         exported_features = np.concatenate([portable.encode(photos[i:i + 25]) for i in range(0, len(photos), 25)])
         feature_error = float(np.abs(features - exported_features).max())

@@ -129,3 +129,25 @@ def test_missing_ray_is_a_one_line_error(monkeypatch):
 def test_ray_engine_needs_an_output_file(capsys):
     assert main(["caption", "photo.jpg", "--engine", "ray"]) == 1
     assert "--engine ray writes its captions to a file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ray_extraction_caches_the_classifier_probabilities_too(ray_cluster, photos, tmp_path):
+    """An encoder with an ImageNet head: the workers return its probabilities with the grids, into the companion
+    cache, as local extraction writes them."""
+    from captioner.distributed.ray_extract import extract_ray
+    from captioner.features.efficientnet_lite import build_lite
+    from captioner.features.encoders import ImageEncoder
+
+    weights = tmp_path / "lite0.weights.h5"
+    build_lite("efficientnet_lite0").save_weights(weights)  # the same (random) network in every actor
+    some = photos[:12]
+    local = FeatureCache(tmp_path / "local", "efficientnet_lite0", 224)
+    local.extract(some, ImageEncoder("efficientnet_lite0", weights), progress=False)
+    cache = FeatureCache(tmp_path / "ray", "efficientnet_lite0", 224)
+    extract_ray(cache, some, "efficientnet_lite0", weights, workers=2, progress=False)
+    np.testing.assert_allclose(cache.load(some), local.load(some), atol=1e-2)  # (12, 49, 1280) float16
+    probabilities = cache.class_cache().load(some)  # (12, 1000)
+    assert probabilities.shape == (12, 1000)
+    np.testing.assert_allclose(probabilities, local.class_cache().load(some), atol=1e-3)
+    np.testing.assert_allclose(probabilities.astype(np.float32).sum(1), 1.0, atol=1e-2)
