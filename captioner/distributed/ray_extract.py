@@ -31,7 +31,9 @@ class EncodeActor:
         """Rows of (shard rows, paths) → one row per image: its shard row, grid (zeros if unreadable), why not."""
         from captioner.data.images import load_batches
 
-        rows, grids, reasons = [], [], []
+        rows: list[int] = []
+        grids: list[np.ndarray] = []
+        reasons: list[str] = []
         empty = np.zeros(self.encoder.feature_shape, np.float16)
         for shard_rows, paths in zip(batch["rows"], batch["paths"], strict=True):
             for loaded, images, failures in load_batches([Path(p) for p in paths], self.encoder.image_size,

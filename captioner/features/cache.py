@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -26,8 +26,23 @@ from captioner.atomic import atomic_path
 from captioner.data.images import Failure, load_batches
 from captioner.errors import CaptionerError
 
-if TYPE_CHECKING:  # the cache itself needs no TensorFlow
-    from captioner.features.encoders import ImageEncoder
+
+class PixelEncoder(Protocol):
+    """An image encoder as the cache and the captioners use it: a Keras CNN (features.encoders.ImageEncoder) or an
+    exported one (portable.model.ExportedEncoder)."""
+
+    name: str
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) the encoder takes, e.g. (224, 224)."""
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Rows and columns of the feature grid, e.g. (7, 7)."""
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images (n, height, width, 3) → feature grids (n, cells, channels)."""
 
 
 def image_key(path: str | os.PathLike) -> str:
@@ -126,7 +141,7 @@ class FeatureCache:
         todo = self.missing(paths)
         return ShardWriter(self, todo) if todo else None
 
-    def extract(self, paths: Sequence[str | os.PathLike], encoder: ImageEncoder,
+    def extract(self, paths: Sequence[str | os.PathLike], encoder: PixelEncoder,
                 batch_size: int = 32, progress: bool = True) -> list[Failure]:
         """Encode every image not cached yet; returns the images that could not be read."""
         job = self.shard(paths)
