@@ -68,6 +68,6 @@ def train(args: argparse.Namespace, config: TrainConfig) -> TrainResult:
             raise CaptionerError("--engine ray trains with --strategy multiworker (one Ray worker per replica).")
         return train_on_ray(config, args.workers, args.address)
     from captioner.training.run import train as train_here
-    from captioner.training.strategy import make_strategy
+    from captioner.training.strategy import Role, make_strategy
 
-    return train_here(config, strategy=make_strategy(args.strategy))
+    return train_here(config, role=Role.of(make_strategy(args.strategy)))

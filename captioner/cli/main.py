@@ -298,6 +298,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
         print(f"{report.captioned} images captioned into {report.output}"
               + (f" ({report.already_done} were already there)" if report.already_done else ""))
     else:
+        assert model is not None  # _check_caption_args: --engine ray needs --output
         failures = []
         for captioned, failed in model.caption_files(paths, options, args.batch_size):
             for failure in failed:

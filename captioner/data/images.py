@@ -17,7 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from captioner.errors import CaptionerError, ImageError
 
-ImageSource = str | os.PathLike | bytes | BinaryIO | Image.Image
+ImageSource = str | os.PathLike[str] | bytes | BinaryIO | Image.Image
 
 #: Largest image (in pixels) we agree to decode; Pillow's own bomb limit, enforced as an error.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -136,11 +136,11 @@ def load_batches(paths: Sequence[Path], size: tuple[int, int], batch_size: int,
 
     starts = range(0, len(paths), batch_size)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        pending = pool.map(load, paths[0:batch_size]) if starts else None
+        pending = pool.map(load, paths[0:batch_size])
         for start in starts:
             results = list(pending)
             nxt = start + batch_size
-            pending = pool.map(load, paths[nxt:nxt + batch_size]) if nxt < len(paths) else None
+            pending = pool.map(load, paths[nxt:nxt + batch_size])  # the next batch decodes while this one is used
             rows = [start + i for i, r in enumerate(results) if not isinstance(r, Failure)]
             images = [r for r in results if not isinstance(r, Failure)]
             yield rows, (np.stack(images) if images else None), [r for r in results if isinstance(r, Failure)]

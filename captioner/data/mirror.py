@@ -31,11 +31,12 @@ def mirror_caption(caption: str, lang: str = "en", tokenization: str = "words") 
     if not swaps:
         return caption
     if tokenization == "chars":
-        return caption.translate(str.maketrans({a: b for a, b in swaps.items() if len(a) == 1 == len(b)}))
+        table: dict[str, str | int | None] = {a: b for a, b in swaps.items() if len(a) == 1 == len(b)}
+        return caption.translate(str.maketrans(table))
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(swaps, key=len, reverse=True))) + r")\b",
                          re.IGNORECASE)
 
-    def swap(match: re.Match) -> str:
+    def swap(match: re.Match[str]) -> str:
         word = match.group(0)
         other = swaps[word.lower()]
         return other.capitalize() if word[0].isupper() else other

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from captioner.errors import DataError
 
@@ -107,7 +108,7 @@ def read_csv_rows(path: Path, problems: list[Problem]) -> Iterator[tuple[int, st
     """Rows of a CSV/TSV of image,caption[,split]; the header is optional."""
     lines = list(read_lines(path, problems))
     delimiter = "\t" if path.suffix.lower() == ".tsv" or (lines and lines[0][1].count("\t")) else ","
-    columns = (0, 1, None)
+    columns: tuple[int, int, int | None] = (0, 1, None)
     first = True
     index = 0
     while index < len(lines):
@@ -174,7 +175,7 @@ def read_text(path: Path) -> str:
         raise DataError(f"{path}: cannot read the file ({error.strerror}).") from None
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(read_text(path))
     except (json.JSONDecodeError, RecursionError) as error:
@@ -184,7 +185,7 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _json_list(data: dict, key: str, path: Path) -> list:
+def _json_list(data: dict[str, Any], key: str, path: Path) -> list[Any]:
     value = data.get(key, [])
     if not isinstance(value, list):
         raise DataError(f"{path}: '{key}' should be a list, not {type(value).__name__}.")

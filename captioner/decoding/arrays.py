@@ -29,8 +29,8 @@ class ArrayOps(Protocol):
     """The operations a search may use, whichever library runs it: NumpyOps below, TensorFlowOps (tf_arrays)."""
 
     def constant(self, value: Any, dtype: str = "float32") -> Array: ...
-    def zeros(self, shape: list, dtype: str = "float32") -> Array: ...
-    def fill(self, shape: list, value: Any, dtype: str = "float32") -> Array: ...
+    def zeros(self, shape: list[Any], dtype: str = "float32") -> Array: ...
+    def fill(self, shape: list[Any], value: Any, dtype: str = "float32") -> Array: ...
     def rows(self, x: Array) -> Any:
         """The length of the first (batch) axis: an int in NumPy, a scalar tensor in a graph."""
     def steps(self, n: int) -> Iterable[Any]:
@@ -39,9 +39,9 @@ class ArrayOps(Protocol):
     def all(self, x: Array) -> Any: ...
     def any(self, x: Array) -> Any: ...
     def where(self, condition: Array, x: Any, y: Any) -> Array: ...
-    def reshape(self, x: Array, shape: list) -> Array: ...
-    def concat(self, arrays: list, axis: int) -> Array: ...
-    def tile(self, x: Array, multiples: list) -> Array: ...
+    def reshape(self, x: Array, shape: list[Any]) -> Array: ...
+    def concat(self, arrays: list[Any], axis: int) -> Array: ...
+    def tile(self, x: Array, multiples: list[Any]) -> Array: ...
     def repeat(self, x: Array, copies: int) -> Array: ...
     def arange(self, n: Any) -> Array: ...
     def write(self, x: Array, t: Any, values: Array, axis: int = 1) -> Array: ...
@@ -68,17 +68,17 @@ class NumpyOps:
         return np.asarray(value, dtype)
 
     @staticmethod
-    def zeros(shape: list, dtype: str = "float32") -> np.ndarray:
+    def zeros(shape: list[Any], dtype: str = "float32") -> np.ndarray:
         return np.zeros(shape, dtype)
 
     @staticmethod
-    def fill(shape: list, value: Any, dtype: str = "float32") -> np.ndarray:
+    def fill(shape: list[Any], value: Any, dtype: str = "float32") -> np.ndarray:
         return np.full(shape, value, dtype)
 
     @staticmethod
     def rows(x: np.ndarray) -> int:
         """The length of the first (batch) axis."""
-        return x.shape[0]
+        return int(x.shape[0])
 
     @staticmethod
     def steps(n: int) -> range:
@@ -97,19 +97,19 @@ class NumpyOps:
         return bool(x.any())
 
     @staticmethod
-    def where(condition: np.ndarray, x: Any, y: Any) -> np.ndarray:
+    def where(condition: np.ndarray, x: Any, y: Any) -> Array:
         return np.where(condition, x, y)  # Python scalars take the array's dtype (NumPy 2)
 
     @staticmethod
-    def reshape(x: np.ndarray, shape: list) -> np.ndarray:
+    def reshape(x: np.ndarray, shape: list[Any]) -> np.ndarray:
         return np.reshape(x, shape)
 
     @staticmethod
-    def concat(arrays: list, axis: int) -> np.ndarray:
+    def concat(arrays: list[Any], axis: int) -> np.ndarray:
         return np.concatenate(arrays, axis)
 
     @staticmethod
-    def tile(x: np.ndarray, multiples: list) -> np.ndarray:
+    def tile(x: np.ndarray, multiples: list[Any]) -> np.ndarray:
         return np.tile(x, multiples)
 
     @staticmethod
@@ -128,20 +128,20 @@ class NumpyOps:
         return x
 
     @staticmethod
-    def log_softmax(logits: np.ndarray) -> np.ndarray:
+    def log_softmax(logits: np.ndarray) -> Array:
         shifted = logits - logits.max(-1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
     @staticmethod
-    def argmax(x: np.ndarray) -> np.ndarray:
+    def argmax(x: np.ndarray) -> Array:
         return np.argmax(x, -1).astype(np.int32)
 
-    def categorical(self, log_probs: np.ndarray) -> np.ndarray:
+    def categorical(self, log_probs: np.ndarray) -> Array:
         """One token per row drawn from the distribution exp(log_probs) (the Gumbel-max trick)."""
         return np.argmax(log_probs + self.rng.gumbel(size=log_probs.shape), -1).astype(np.int32)
 
     @staticmethod
-    def pick(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    def pick(x: np.ndarray, index: np.ndarray) -> Array:
         """x (rows, n) at index (rows,) → (rows,)."""
         return x[np.arange(len(x)), index]
 
@@ -150,16 +150,16 @@ class NumpyOps:
         return x[:, column]
 
     @staticmethod
-    def gather_beams(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    def gather_beams(x: np.ndarray, index: np.ndarray) -> Array:
         """x (batch, beams, ...) indexed by index (batch, k) → (batch, k, ...)."""
         return x[np.arange(len(x))[:, None], index]
 
     @staticmethod
-    def take_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def take_rows(x: np.ndarray, rows: np.ndarray) -> Array:
         return x[rows]
 
     @staticmethod
-    def lookup(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    def lookup(table: np.ndarray, ids: np.ndarray) -> Array:
         """A (V,) table's entries for an array of token ids, in the ids' shape."""
         return table[ids]
 

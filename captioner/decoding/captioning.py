@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from captioner.artifacts.model_files import ModelInfo
 from captioner.data.images import Failure, ImageSource, load_array, load_batches
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.decoding.search import Search
+from captioner.features.cache import PixelEncoder
 from captioner.features.tags import top_tags
 from captioner.text.vocabulary import Vocabulary
 
@@ -28,29 +29,9 @@ def with_tags(captions: list[Caption], probabilities: np.ndarray | None) -> list
     """The captions of a batch, each (and its alternatives) given its photo's tags from probabilities (n, 1000)."""
     if probabilities is not None:
         for caption, tags in zip(captions, top_tags(probabilities), strict=True):
-            for hypothesis in caption.n_best:
+            for hypothesis in caption.ranked:
                 hypothesis.tags = tags
     return captions
-
-
-class PixelEncoder(Protocol):
-    """An image encoder as captioners use it: a Keras CNN (features.encoders) or an exported one (portable)."""
-
-    name: str
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(width, height) the encoder takes, e.g. (224, 224)."""
-
-    @property
-    def grid_shape(self) -> tuple[int, int]:
-        """Rows and columns of the feature grid, e.g. (7, 7)."""
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images (n, height, width, 3) → feature grids (n, cells, channels)."""
-
-    def encode_and_classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Feature grids and, from the same pass, ImageNet probabilities (n, 1000), or None without a classifier."""
 
 
 class ImageCaptioner:
@@ -104,17 +85,17 @@ class ImageCaptioner:
             captions.extend(self.caption_pixels(self.load_pixels(images[start:start + batch_size]), options))
         return captions
 
-    def caption_files(self, paths: Sequence[str | os.PathLike], options: DecodeOptions = DEFAULT_DECODING,
+    def caption_files(self, paths: Sequence[str | os.PathLike[str]], options: DecodeOptions = DEFAULT_DECODING,
                       batch_size: int = 32) -> Iterator[tuple[list[tuple[Path, Caption]], list[Failure]]]:
         """Caption image files batch by batch: per batch, (path, caption) pairs and the unreadable files.
 
         The next batch is decoded on threads while this one runs through the networks, and one
         batch at a time is held in memory however many files there are.
         """
-        paths = [Path(p) for p in paths]
-        for rows, images, failures in load_batches(paths, self.image_size, batch_size):
+        files = [Path(p) for p in paths]
+        for rows, images, failures in load_batches(files, self.image_size, batch_size):
             captions = self.caption_pixels(images, options) if images is not None else []
-            yield [(paths[row], caption) for row, caption in zip(rows, captions, strict=True)], failures
+            yield [(files[row], caption) for row, caption in zip(rows, captions, strict=True)], failures
 
     def caption(self, image: ImageSource, options: DecodeOptions = DEFAULT_DECODING) -> Caption:
         """Caption one image (path, bytes, file object or PIL image); str() gives the text.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from captioner.decoding.arrays import Array, ops_for
+from captioner.decoding.arrays import Array, ArrayOps, ops_for
 from captioner.text.phrases import phrase_tables
 from captioner.text.vocabulary import Vocabulary
 
@@ -61,7 +61,7 @@ class RepeatBlocker:
             hits.append(self._phrase_heads(ops, history, t, openers) * ops.lookup(openers, prev)[:, None] > 0)
         return ops.lower_at(log_probs, ops.concat(tokens, 1), ops.concat(hits, 1), NEG_INF)  # (rows, V)
 
-    def _phrase_heads(self, ops, history: Array, t: Array, openers: Array) -> Array:
+    def _phrase_heads(self, ops: ArrayOps, history: Array, t: Array, openers: Array) -> Array:
         """(rows, T-1): 1 where history[:, 1:] headed a noun phrase (followed an opener) before position t."""
         positions = ops.arange(history.shape[1] - 1) + 1  # (T-1,): positions 1.. of history[:, 1:]
         return (ops.lookup(openers, history[:, :-1]) * ops.lookup(ops.constant(self.heads), history[:, 1:])

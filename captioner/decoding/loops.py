@@ -66,14 +66,14 @@ def start(ops: ArrayOps, decoder: StepDecoder, features: Array, copies: int, tra
     return memory, state if copies == 1 else nest_map(lambda x: ops.repeat(x, copies), state)
 
 
-def greedy_outputs(ops: ArrayOps, batch: Any, cells: int, max_length: int) -> tuple:
+def greedy_outputs(ops: ArrayOps, batch: Any, cells: int, max_length: int) -> tuple[Any, ...]:
     """Empty (tokens, log p, α) outputs for greedy_pick: (batch, T), (batch, T), (batch, T, cells)."""
     return (ops.zeros([batch, max_length], "int32"), ops.zeros([batch, max_length]),
             ops.zeros([batch, max_length, cells]))
 
 
 def greedy_pick(ops: ArrayOps, vocab: Vocabulary, log_probs: Array, alpha: Array, t: Any, finished: Array,
-                outputs: tuple, sample: bool = False) -> tuple:
+                outputs: tuple[Any, ...], sample: bool = False) -> tuple[Any, ...]:
     """One step of greedy decoding (the most likely word per row) or of sampling (a word drawn from the
     distribution), written into fixed-size (batch, T, ...) outputs.
 
@@ -89,7 +89,7 @@ def greedy_pick(ops: ArrayOps, vocab: Vocabulary, log_probs: Array, alpha: Array
 
 
 def greedy_loop(ops: ArrayOps, decoder: StepDecoder, vocab: Vocabulary, features: Array, settings: SearchSettings,
-                sample: bool = False, training: bool = False, copies: int = 1) -> tuple:
+                sample: bool = False, training: bool = False, copies: int = 1) -> tuple[Any, ...]:
     """Greedy decoding (or sampling) of a batch, `copies` rows per image (for several samples of each, the
     decoder prepares each image once): tokens (batch*copies, T), log p (batch*copies, T), α (batch*copies, T, cells)."""
     scoring = Scoring.of(ops, vocab, settings)
@@ -110,7 +110,7 @@ def greedy_loop(ops: ArrayOps, decoder: StepDecoder, vocab: Vocabulary, features
 class Beams(NamedTuple):
     """What beam search carries from step to step for a batch of images, k beams each."""
 
-    greedy: tuple  # the greedy row's (tokens, log p, α) outputs, as greedy_outputs
+    greedy: tuple[Any, ...]  # the greedy row's (tokens, log p, α) outputs, as greedy_outputs
     greedy_finished: Array  # (batch,)
     alive_score: Array  # (batch, k): log p of the live hypotheses, best first
     alive_seq: Array  # (batch, k, T)
@@ -121,7 +121,7 @@ class Beams(NamedTuple):
     done_alpha: Array  # (batch, k, T, cells)
 
 
-def extend(ops: ArrayOps, beams: Beams, alpha: Array, origin: Array, token: Array, t: Any) -> tuple:
+def extend(ops: ArrayOps, beams: Beams, alpha: Array, origin: Array, token: Array, t: Any) -> tuple[Array, Array]:
     """Hypotheses that extend live beams `origin` (batch, n) by `token` (batch, n) at step t: their tokens
     (batch, n, T) and attention maps (batch, n, T, cells), given this step's α (batch, k, cells)."""
     seq = ops.write(ops.gather_beams(beams.alive_seq, origin), t, token, axis=2)  # (batch, n, T)
@@ -131,7 +131,7 @@ def extend(ops: ArrayOps, beams: Beams, alpha: Array, origin: Array, token: Arra
 
 
 def finish(ops: ArrayOps, length_penalty: float, t: Any, score: Array, ends: Array, seq: Array, seq_alpha: Array,
-           beams: Beams) -> tuple:
+           beams: Beams) -> tuple[Any, ...]:
     """The finished pool after step t: the best k of the old pool and of the candidates (batch, 2k) that just
     ended, ranked by log p / length**length_penalty; returns its (norm, score, seq, alpha)."""
     k = beams.done_norm.shape[1]
@@ -144,7 +144,7 @@ def finish(ops: ArrayOps, length_penalty: float, t: Any, score: Array, ends: Arr
 
 
 def beam_select(ops: ArrayOps, scoring: Scoring, t: Any, logits: Array, alpha: Array, state: Any, beams: Beams,
-                ) -> tuple:
+                ) -> tuple[Any, ...]:
     """One step of beam search after the decoder's: pick the survivors, the finished and the greedy word.
 
     Expands every live beam, sends candidates ending in <end> to the finished pool (on the few steps
@@ -183,7 +183,7 @@ def beam_select(ops: ArrayOps, scoring: Scoring, t: Any, logits: Array, alpha: A
 
 
 def beam_loop(ops: ArrayOps, decoder: StepDecoder, vocab: Vocabulary, features: Array, settings: SearchSettings,
-              ) -> tuple:
+              ) -> tuple[Any, ...]:
     """Beam search keeping `beam_size` live hypotheses and the `beam_size` best finished ones.
 
     Each step runs the decoder, then beam_select; the search stops once the best live beam, were it to

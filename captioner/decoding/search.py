@@ -7,7 +7,7 @@ TensorFlow, so both make the same Captions from the same arrays.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,10 +35,10 @@ class Search:
         """The batch as the loops take it."""
         return np.asarray(features, np.float32)  # (n, cells, channels); cached features are float16
 
-    def _greedy(self, features: Array, settings: SearchSettings) -> tuple:
+    def _greedy(self, features: Array, settings: SearchSettings) -> tuple[Any, ...]:
         return greedy_loop(self.ops, self.decoder, self.vocab, features, settings)
 
-    def _beam(self, features: Array, settings: SearchSettings) -> tuple:
+    def _beam(self, features: Array, settings: SearchSettings) -> tuple[Any, ...]:
         return beam_loop(self.ops, self.decoder, self.vocab, features, settings)
 
     def _to_caption(self, tokens: np.ndarray, log_prob: float, alpha: np.ndarray, penalty: float) -> Caption:
@@ -49,7 +49,7 @@ class Search:
         return Caption(self.vocab.join(words), words, float(log_prob), alpha[: len(words)],
                        score=float(log_prob) / length**penalty, ended=ended)
 
-    def _greedy_captions(self, outputs: tuple, penalty: float, n: int) -> list[Caption]:
+    def _greedy_captions(self, outputs: tuple[Any, ...], penalty: float, n: int) -> list[Caption]:
         """Captions from the greedy (tokens, log p, α) outputs of the first n rows."""
         tokens, log_probs, alpha = (np.asarray(x)[:n] for x in outputs)
         return [self._to_caption(row_tokens, row_logp.sum(), row_alpha, penalty)

@@ -15,11 +15,11 @@ class TensorFlowOps:
         return tf.constant(value, dtype)
 
     @staticmethod
-    def zeros(shape: list, dtype: str = "float32") -> tf.Tensor:
+    def zeros(shape: list[Any], dtype: str = "float32") -> tf.Tensor:
         return tf.zeros(shape, dtype)
 
     @staticmethod
-    def fill(shape: list, value: Any, dtype: str = "float32") -> tf.Tensor:
+    def fill(shape: list[Any], value: Any, dtype: str = "float32") -> tf.Tensor:
         return tf.fill(shape, tf.constant(value, dtype))
 
     @staticmethod
@@ -48,15 +48,15 @@ class TensorFlowOps:
         return tf.where(condition, x, y)
 
     @staticmethod
-    def reshape(x: tf.Tensor, shape: list) -> tf.Tensor:
+    def reshape(x: tf.Tensor, shape: list[Any]) -> tf.Tensor:
         return tf.reshape(x, shape)
 
     @staticmethod
-    def concat(arrays: list, axis: int) -> tf.Tensor:
+    def concat(arrays: list[Any], axis: int) -> tf.Tensor:
         return tf.concat(arrays, axis)
 
     @staticmethod
-    def tile(x: tf.Tensor, multiples: list) -> tf.Tensor:
+    def tile(x: tf.Tensor, multiples: list[Any]) -> tf.Tensor:
         return tf.tile(x, multiples)
 
     @staticmethod
@@ -110,7 +110,8 @@ class TensorFlowOps:
 
     @staticmethod
     def top_k(x: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
-        return tf.math.top_k(x, k)
+        values, indices = tf.math.top_k(x, k)
+        return values, indices
 
     @staticmethod
     def lower_at(x: tf.Tensor, tokens: tf.Tensor, hits: tf.Tensor, value: float) -> tf.Tensor:

@@ -8,6 +8,8 @@ batch, so a caption costs one call into TensorFlow, not one per word.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 
@@ -39,17 +41,17 @@ class TFSearch(Search):
         super().__init__(decoder, vocab, max_length, TF)
         # No XLA: on a 2-core AVX2 CPU its matrix products for a few rows ran beam search 1.5x slower, and since
         # decoders map the grid once per image in `prepare` (a 49-row product), greedy decoding 1.8x slower too.
-        self._greedy = self._sample = tf.function(self._greedy_graph, reduce_retracing=True)
-        self._beam = tf.function(self._beam_graph, reduce_retracing=True)
+        self._greedy = self._sample = tf.function(self._greedy_graph, reduce_retracing=True)  # type: ignore[method-assign]
+        self._beam = tf.function(self._beam_graph, reduce_retracing=True)  # type: ignore[method-assign]
 
     def _inputs(self, features: np.ndarray) -> tf.Tensor:
         return _bucketed(features)
 
     def _greedy_graph(self, features: tf.Tensor, settings: SearchSettings, sample: bool = False,
-                      training: bool = False, copies: int = 1) -> tuple:
+                      training: bool = False, copies: int = 1) -> tuple[Any, ...]:
         return greedy_loop(TF, self.decoder, self.vocab, features, settings, sample, training, copies)
 
-    def _beam_graph(self, features: tf.Tensor, settings: SearchSettings) -> tuple:
+    def _beam_graph(self, features: tf.Tensor, settings: SearchSettings) -> tuple[Any, ...]:
         return beam_loop(TF, self.decoder, self.vocab, features, settings)
 
     def sample(self, features: tf.Tensor, max_length: int | None = None, training: bool = False,

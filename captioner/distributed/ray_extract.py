@@ -32,7 +32,10 @@ class EncodeActor:
         """Rows of (shard rows, paths) → one row per image: its shard row, grid (zeros if unreadable), why not."""
         from captioner.data.images import load_batches
 
-        rows, grids, classes, reasons = [], [], [], []
+        rows: list[int] = []
+        grids: list[np.ndarray] = []
+        classes: list[np.ndarray] = []
+        reasons: list[str] = []
         empty = np.zeros(self.encoder.feature_shape, np.float16)
         no_classes = np.zeros(1000 if self.encoder.classifier else 0, np.float16)
         for shard_rows, paths in zip(batch["rows"], batch["paths"], strict=True):

@@ -8,12 +8,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pandas as pd
-
 from captioner.distributed import ray_session
 from captioner.errors import CaptionerError
 from captioner.training.config import TrainConfig
-from captioner.training.run import TrainResult
+from captioner.training.run import TrainResult, read_history
 
 
 def _worker_loop(config: dict) -> None:
@@ -49,5 +47,5 @@ def train_on_ray(config: TrainConfig, workers: int = 2, address: str | None = No
             raise CaptionerError(f"training on Ray failed: {str(error).strip().splitlines()[-1]}") from None
         finally:
             shutil.rmtree(storage, ignore_errors=True)
-    history = pd.read_csv(output / "history.csv").to_dict("list")
+    history = read_history(output / "history.csv")
     return TrainResult(output / "mymodel.h5", output / "tokenizer.pkl", history)

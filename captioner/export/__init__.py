@@ -66,5 +66,6 @@ def export_model(model_path: str | os.PathLike, vocab_path: str | os.PathLike, f
         (partial / VOCABULARY_FILE).write_text(json.dumps(vocab.to_dict(), ensure_ascii=False), encoding="utf-8")
         Manifest(fmt, files, graphs.memory_arrays, graphs.state_arrays, encoder.grid_shape, encoder.image_size[0],
                  dict(info.__dict__), captioner_version=captioner.__version__,
-                 extra={"quantized": quantize} if quantize else {}).write(partial)
+                 extra={**({"quantized": quantize} if quantize else {}),
+                        **({"classifier": True} if encoder.classifier else {})}).write(partial)
     return output

@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -27,8 +27,28 @@ from captioner.atomic import atomic_path
 from captioner.data.images import Failure, load_batches
 from captioner.errors import CaptionerError
 
-if TYPE_CHECKING:  # the cache itself needs no TensorFlow
-    from captioner.features.encoders import ImageEncoder
+
+class PixelEncoder(Protocol):
+    """An image encoder as the cache and the captioners use it: a Keras CNN (features.encoders.ImageEncoder) or an
+    exported one (portable.model.ExportedEncoder)."""
+
+    name: str
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) the encoder takes, e.g. (224, 224)."""
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Rows and columns of the feature grid, e.g. (7, 7)."""
+
+    classifier: bool  # whether encode_and_classify gives ImageNet probabilities
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images (n, height, width, 3) → feature grids (n, cells, channels)."""
+
+    def encode_and_classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Feature grids and, from the same pass, ImageNet probabilities (n, 1000), or None without a classifier."""
 
 
 def image_key(path: str | os.PathLike) -> str:
@@ -130,7 +150,7 @@ class FeatureCache:
         todo = self.missing(paths)
         return ShardWriter(self, todo) if todo else None
 
-    def extract(self, paths: Sequence[str | os.PathLike], encoder: ImageEncoder,
+    def extract(self, paths: Sequence[str | os.PathLike], encoder: PixelEncoder,
                 batch_size: int = 32, progress: bool = True) -> list[Failure]:
         """Encode every image not cached yet; returns the images that could not be read."""
         job = self.shard(paths)
@@ -148,7 +168,7 @@ class FeatureCache:
                 if self.mirrored:
                     images = images[:, :, ::-1]  # (batch, height, width, 3), columns reversed
                 grids, probabilities = encoder.encode_and_classify(images)  # (batch, cells, channels), (batch, 1000)
-                if classes is not None:
+                if classes is not None and probabilities is not None:
                     classes.write(job.rows_left[rows], probabilities)
                 job.write(job.rows_left[rows], grids)
             bar.update(len(rows) + len(failed))

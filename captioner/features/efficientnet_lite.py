@@ -112,11 +112,12 @@ def _torch_name(layer: str) -> str:
 
 def load_checkpoint(model: keras.Model, state: dict[str, np.ndarray]) -> None:
     """Copy a PyTorch state dict into the model, transposing kernels to Keras's channels-last layout."""
-    used = set()
+    used: set[str] = set()
     for layer in model.layers:
         if not layer.weights:
             continue
         prefix = _torch_name(layer.name)
+        names: tuple[str, ...]
         if isinstance(layer, keras.layers.BatchNormalization):
             names = ("weight", "bias", "running_mean", "running_var")
             values = [state[f"{prefix}.{n}"] for n in names]

@@ -7,6 +7,7 @@ registry name is recorded in the model file, so every surface loads any decoder 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 import keras
@@ -17,6 +18,8 @@ from captioner.models import DEFAULT_DECODER, register_built_in_decoders
 
 PACKAGE = "captioner"
 
+#: A Keras, TensorFlow or NumPy array (Keras ships no type information for its tensors).
+Tensor = Any
 #: Nested tensors (dicts, lists, tuples) whose first axis is the batch: what `prepare` and `step` carry.
 Nest = Any
 
@@ -26,7 +29,7 @@ class StepDecoder(Protocol):
 
     vocab_size: int
 
-    def prepare(self, features, training: bool = False) -> tuple[Nest, Nest]:
+    def prepare(self, features: Tensor, training: bool = False) -> tuple[Nest, Nest]:
         """Features (batch, cells, channels) → (memory, state); `training` turns dropout on (self-critical sampling).
 
         `memory` is computed once per image and stays fixed while decoding (e.g. projected attention
@@ -34,7 +37,7 @@ class StepDecoder(Protocol):
         row; the memory stays one per image, shared by that image's rows.
         """
 
-    def step(self, tokens, state: Nest, memory: Nest, training: bool = False) -> tuple[Any, Any, Nest]:
+    def step(self, tokens: Tensor, state: Nest, memory: Nest, training: bool = False) -> tuple[Any, Any, Nest]:
         """Previous tokens (rows,) → next-word logits (rows, V), attention (rows, cells), new state.
 
         rows = batch × copies, each image's rows together, over the memory of its batch images: beam
@@ -46,7 +49,8 @@ class StepDecoder(Protocol):
 DECODERS: dict[str, type[CaptionDecoder]] = {}
 
 
-def register_decoder(name: str, keras_name: str | None = None):
+def register_decoder(name: str, keras_name: str | None = None,
+                     ) -> Callable[[type[CaptionDecoder]], type[CaptionDecoder]]:
     """Class decorator: register a CaptionDecoder under `name` (recorded in model files) and for Keras saving.
 
     `keras_name` keeps the name older model files were saved under, if it differs from the class name.
@@ -86,21 +90,21 @@ class CaptionDecoder(layers.Layer):
     registry_name: ClassVar[str]
     vocab_size: int
 
-    def prepare(self, features, training: bool = False) -> tuple[Nest, Nest]:
+    def prepare(self, features: Tensor, training: bool = False) -> tuple[Nest, Nest]:
         raise NotImplementedError
 
-    def step(self, tokens, state: Nest, memory: Nest, training: bool = False):
+    def step(self, tokens: Tensor, state: Nest, memory: Nest, training: bool = False) -> Any:
         raise NotImplementedError
 
-    def compute_output_spec(self, inputs, training=None):
+    def compute_output_spec(self, inputs: Tensor, training: bool | None = None) -> Any:
         features, tokens = inputs
         batch, steps = tokens.shape
         return (keras.KerasTensor((batch, steps, self.vocab_size)),
                 keras.KerasTensor((batch, steps, features.shape[1])))
 
 
-def build_caption_model(vocab_size: int, feature_shape: tuple[int, int], decoder: str = DEFAULT_DECODER,
-                        **decoder_args) -> keras.Model:
+def build_caption_model(vocab_size: int, feature_shape: tuple[int, ...], decoder: str = DEFAULT_DECODER,
+                        **decoder_args: Any) -> keras.Model:
     """The saved model: (features, input tokens) → (next-word logits, attention weights)."""
     features = keras.Input(feature_shape, name="features")  # (batch, cells, channels)
     tokens = keras.Input((None,), dtype="int32", name="tokens")  # (batch, T)

@@ -8,17 +8,18 @@ must read the same encoder features: the CNN runs once for all of them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from keras import ops
 
 from captioner.errors import CaptionerError
-from captioner.models.base import Nest, StepDecoder
+from captioner.models.base import Nest, StepDecoder, Tensor
 
 
 class Ensemble:
     """Decoders of one vocabulary as one: prepare and step each member, average log-probabilities."""
 
-    def __init__(self, members: Sequence[StepDecoder]):
+    def __init__(self, members: Sequence[StepDecoder]) -> None:
         if not members:
             raise CaptionerError("an ensemble needs at least one model.")
         sizes = {member.vocab_size for member in members}
@@ -27,12 +28,12 @@ class Ensemble:
         self.members = list(members)
         self.vocab_size = sizes.pop()
 
-    def prepare(self, features, training: bool = False) -> tuple[tuple, tuple]:
+    def prepare(self, features: Tensor, training: bool = False) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """Each member's (memory, state), as a tuple of memories and a tuple of states."""
         prepared = [member.prepare(features, training) for member in self.members]
         return tuple(memory for memory, _ in prepared), tuple(state for _, state in prepared)
 
-    def step(self, tokens, state: Nest, memory: Nest, training: bool = False):
+    def step(self, tokens: Tensor, state: Nest, memory: Nest, training: bool = False) -> Any:
         """Mean log-probabilities (rows, V) and mean attention (rows, cells) of the members' steps."""
         outputs = [member.step(tokens, member_state, member_memory, training)
                    for member, member_state, member_memory in zip(self.members, state, memory, strict=True)]

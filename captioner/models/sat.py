@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import layers, ops
 
-from captioner.models.base import PACKAGE, CaptionDecoder, register_decoder
+from captioner.models.base import PACKAGE, CaptionDecoder, Tensor, register_decoder
 
 
-def weighted_sum(alpha, values):
+def weighted_sum(alpha: Tensor, values: Tensor) -> Tensor:
     """Σ_i α_i v_i per row: α (rows, cells), values (batch, cells, D) → (rows, D), where rows = batch × copies
     with each image's rows together; one matrix product per image, over values never copied per row."""
     batch, cells, depth = ops.shape(values)
@@ -16,7 +18,7 @@ def weighted_sum(alpha, values):
     return ops.reshape(ops.matmul(grouped, values), (-1, depth))  # (batch, copies, D) → (rows, D)
 
 
-def per_row(x, rows):
+def per_row(x: Tensor, rows: Tensor) -> Tensor:
     """An image-level array (batch, D) repeated for each of its rows: (rows, D), rows = batch × copies."""
     return ops.repeat(x, ops.shape(rows)[0] // ops.shape(x)[0], axis=0)  # (rows, D)
 
@@ -25,23 +27,23 @@ def per_row(x, rows):
 class SoftAttention(layers.Layer):
     """Additive (Bahdanau) attention over grid cells: e = w·tanh(W_a a_i + W_h h), α = softmax(e)."""
 
-    def __init__(self, units: int, **kwargs):
+    def __init__(self, units: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.units = units
         self.key = layers.Dense(units, name="key")
         self.query = layers.Dense(units, use_bias=False, name="query")
         self.score = layers.Dense(1, name="score")
 
-    def build(self, features_shape: tuple, query_shape: tuple) -> None:
+    def build(self, features_shape: tuple[Any, ...], query_shape: tuple[Any, ...]) -> None:
         self.key.build(features_shape)
         self.query.build(query_shape)
         self.score.build((*features_shape[:-1], self.units))
 
-    def project_keys(self, features):
+    def project_keys(self, features: Tensor) -> Tensor:
         """W_a a_i, computed once per image instead of once per word."""
         return self.key(features)  # (batch, cells, units)
 
-    def attend(self, keys, query):
+    def attend(self, keys: Tensor, query: Tensor) -> Tensor:
         """The weights α (rows, cells) of queries (rows, units) over projected keys (batch, cells, A).
 
         rows = batch × copies, each image's rows together: beams attend over one copy of their image's keys.
@@ -52,12 +54,12 @@ class SoftAttention(layers.Layer):
         scores = ops.squeeze(self.score(hidden), -1)  # (batch, copies, cells)
         return ops.reshape(ops.softmax(scores, axis=-1), (-1, cells))  # (rows, cells)
 
-    def call(self, features, keys, query):
+    def call(self, features: Tensor, keys: Tensor, query: Tensor) -> Any:
         """Return the context vector Σ α_i a_i (rows, channels) and the weights α (rows, cells) for the queries."""
         alpha = self.attend(keys, query)  # (rows, cells)
         return weighted_sum(alpha, features), alpha
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units}
 
 
@@ -71,7 +73,7 @@ class ShowAttendTell(CaptionDecoder):
     """
 
     def __init__(self, vocab_size: int, embedding_dim: int = 256, units: int = 512,
-                 attention_units: int = 256, dropout: float = 0.5, **kwargs):
+                 attention_units: int = 256, dropout: float = 0.5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.vocab_size = vocab_size
         self.embedding_dim = embedding_dim
@@ -89,7 +91,7 @@ class ShowAttendTell(CaptionDecoder):
         self.out_vocab = layers.Dense(vocab_size, name="out_vocab")
         self.dropout = layers.Dropout(dropout)
 
-    def build(self, input_shape: tuple) -> None:
+    def build(self, input_shape: tuple[Any, ...]) -> None:
         # Sub-layers are built here, not inside the time loop, where variables cannot be created.
         features_shape, _ = input_shape
         channels = features_shape[-1]
@@ -103,7 +105,7 @@ class ShowAttendTell(CaptionDecoder):
         self.out_z.build((None, channels))
         self.out_vocab.build((None, self.embedding_dim))
 
-    def prepare(self, features, training: bool = False) -> tuple[dict, list]:
+    def prepare(self, features: Tensor, training: bool = False) -> tuple[dict[str, Any], list[Any]]:
         """Memory: the projected attention keys and the grid's context maps; state: [h0, c0] from the mean feature.
 
         The context z_t = Σ α_i a_i is linear in the grid, so the two maps that read it, the LSTM
@@ -115,24 +117,24 @@ class ShowAttendTell(CaptionDecoder):
                   "context_maps": ops.concatenate(maps, axis=-1)}  # (batch, cells, 4·units + E)
         return memory, self._initial_state(features)
 
-    def _initial_state(self, features) -> list:
+    def _initial_state(self, features: Tensor) -> list[Any]:
         """[h0, c0] from the mean feature: 2 × (batch, units)."""
         mean = ops.mean(features, axis=1)  # (batch, channels)
         return [self.init_h(mean), self.init_c(mean)]
 
-    def _recur(self, embedded, state: list, features, keys):
+    def _recur(self, embedded: Tensor, state: list[Any], features: Tensor, keys: Tensor) -> Any:
         """One LSTM step: attend with h_{t-1}, gate the context, feed [E y_{t-1}, z_t]."""
         context, alpha = self.attention(features, keys, state[0])  # (batch, C), (batch, cells)
         context = self.gate(state[0]) * context  # β_t z_t
         h, state = self.cell(ops.concatenate([embedded, context], axis=-1), state)  # (batch, units)
         return h, context, alpha, state
 
-    def _readout(self, embedded, h, context_out, training=None):
+    def _readout(self, embedded: Tensor, h: Tensor, context_out: Tensor, training: bool | None = None) -> Any:
         """Deep output L_o(E y_{t-1} + L_h h_t + L_z z_t), given L_z z_t."""
         deep = embedded + self.out_h(self.dropout(h, training=training)) + context_out
         return self.out_vocab(self.dropout(deep, training=training))  # (..., V)
 
-    def step(self, tokens, state: list, memory: dict, training: bool = False):
+    def step(self, tokens: Tensor, state: list[Any], memory: dict[str, Any], training: bool = False) -> Any:
         """Decode one word for each row: previous tokens (rows,) → logits (rows, V), α, new state.
 
         The same maths as `call`, evaluated through the context maps of `prepare`."""
@@ -148,14 +150,14 @@ class ShowAttendTell(CaptionDecoder):
         h = cell.recurrent_activation(o) * cell.activation(c)  # (rows, units)
         return self._readout(embedded, h, mapped[:, width:], training), alpha, [h, c]
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: Tensor, training: bool | None = None) -> Any:
         """Teacher forcing: features (batch, cells, C), tokens (batch, T) → logits (batch, T, V), α."""
         features, tokens = inputs
         embedded = self.dropout(self.embedding(tokens), training=training)  # (batch, T, E)
         keys = self.attention.project_keys(features)  # (batch, cells, A)
         state = self._initial_state(features)
 
-        def body(carry, embedded_t):
+        def body(carry: Tensor, embedded_t: Tensor) -> Any:
             # keras.ops.scan stacks outputs shaped like the carry, so the carry holds them too.
             h, context, alpha, (_, c) = self._recur(embedded_t, carry[:2], features, keys)
             outputs = [h, c, context, alpha]
@@ -168,7 +170,7 @@ class ShowAttendTell(CaptionDecoder):
         h, context, alpha = (ops.transpose(x, (1, 0, 2)) for x in (h, context, alpha))  # (batch, T, ·)
         return self._readout(embedded, h, self.out_z(context), training), alpha
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "vocab_size": self.vocab_size,
                 "embedding_dim": self.embedding_dim, "units": self.units,
                 "attention_units": self.attention_units, "dropout": self.dropout_rate}

@@ -9,9 +9,11 @@ features rather than the raw CNN channels.
 
 from __future__ import annotations
 
+from typing import Any
+
 from keras import layers, ops
 
-from captioner.models.base import CaptionDecoder, register_decoder
+from captioner.models.base import CaptionDecoder, Tensor, register_decoder
 from captioner.models.sat import SoftAttention, per_row
 
 
@@ -20,7 +22,7 @@ class UpDown(CaptionDecoder):
     """Top-down attention LSTM + language LSTM over a projected feature grid."""
 
     def __init__(self, vocab_size: int, embedding_dim: int = 256, units: int = 512,
-                 attention_units: int = 256, dropout: float = 0.5, feature_units: int = 512, **kwargs):
+                 attention_units: int = 256, dropout: float = 0.5, feature_units: int = 512, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.vocab_size = vocab_size
         self.embedding_dim = embedding_dim
@@ -36,7 +38,7 @@ class UpDown(CaptionDecoder):
         self.out_vocab = layers.Dense(vocab_size, name="out_vocab")
         self.dropout = layers.Dropout(dropout)
 
-    def build(self, input_shape: tuple) -> None:
+    def build(self, input_shape: tuple[Any, ...]) -> None:
         features_shape, _ = input_shape
         projected = (*features_shape[:-1], self.feature_units)
         self.project.build(features_shape)
@@ -46,18 +48,18 @@ class UpDown(CaptionDecoder):
         self.language_lstm.build((None, self.feature_units + self.units))
         self.out_vocab.build((None, self.units))
 
-    def _prepare(self, features, training=None) -> tuple[dict, list]:
+    def _prepare(self, features: Tensor, training: bool | None = None) -> tuple[dict[str, Any], list[Any]]:
         grid = self.dropout(self.project(features), training=training)  # (batch, cells, D)
         memory = {"features": grid, "keys": self.attention.project_keys(grid),  # (batch, cells, A)
                   "mean": ops.mean(grid, axis=1)}  # (batch, D)
         zeros = ops.zeros((ops.shape(features)[0], self.units))  # (batch, units)
         return memory, [zeros, zeros, zeros, zeros]  # attention LSTM [h, c], language LSTM [h, c]
 
-    def prepare(self, features, training: bool = False) -> tuple[dict, list]:
+    def prepare(self, features: Tensor, training: bool = False) -> tuple[dict[str, Any], list[Any]]:
         """Memory: the projected grid, its attention keys and its mean; state: both LSTMs at zero."""
         return self._prepare(features, training)
 
-    def _recur(self, embedded, state: list, memory: dict):
+    def _recur(self, embedded: Tensor, state: list[Any], memory: dict[str, Any]) -> Any:
         """One step of both LSTMs for rows of the memory's images: → language LSTM output (rows, units), α (rows,
         cells), new state."""
         att_h, att_c, lang_h, lang_c = state
@@ -67,18 +69,18 @@ class UpDown(CaptionDecoder):
         lang_h, (_, lang_c) = self.language_lstm(ops.concatenate([context, att_h], axis=-1), [lang_h, lang_c])
         return lang_h, alpha, [att_h, att_c, lang_h, lang_c]
 
-    def step(self, tokens, state: list, memory: dict, training: bool = False):
+    def step(self, tokens: Tensor, state: list[Any], memory: dict[str, Any], training: bool = False) -> Any:
         """Previous tokens (rows,) → logits (rows, V), α (rows, cells), new state, for rows of the memory's images."""
         lang_h, alpha, state = self._recur(self.embedding(tokens), state, memory)  # (rows, units)
         return self.out_vocab(self.dropout(lang_h, training=training)), alpha, state
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: Tensor, training: bool | None = None) -> Any:
         """Teacher forcing: features (batch, cells, C), tokens (batch, T) → logits (batch, T, V), α."""
         features, tokens = inputs
         memory, state = self._prepare(features, training)
         embedded = self.embedding(tokens)  # (batch, T, E)
 
-        def body(carry, embedded_t):
+        def body(carry: Tensor, embedded_t: Tensor) -> Any:
             # keras.ops.scan stacks outputs shaped like the carry, so the carry holds them too.
             _, alpha, new_state = self._recur(embedded_t, carry[:4], memory)
             outputs = [*new_state, alpha]
@@ -89,7 +91,7 @@ class UpDown(CaptionDecoder):
         lang_h, alpha = (ops.transpose(outputs[i], (1, 0, 2)) for i in (2, 4))  # (batch, T, ·)
         return self.out_vocab(self.dropout(lang_h, training=training)), alpha
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "vocab_size": self.vocab_size, "embedding_dim": self.embedding_dim,
                 "units": self.units, "attention_units": self.attention_units, "dropout": self.dropout_rate,
                 "feature_units": self.feature_units}

@@ -46,11 +46,12 @@ class ExportedEncoder:
     """The exported CNN as an image encoder: name, image_size and uint8 images (n, size, size, 3) → feature grids
     (n, cells, channels), the interface FeatureCache.extract uses, so evaluation can fill a feature cache with it."""
 
-    def __init__(self, function, name: str, image_size: int, grid_shape: tuple[int, int]):
+    def __init__(self, function, name: str, image_size: int, grid_shape: tuple[int, int], classifier: bool = False):
         self._function = function
         self.name = name
         self.image_size = (image_size, image_size)
         self.grid_shape = grid_shape
+        self.classifier = classifier  # the export's encoder also returns ImageNet probabilities (the tags)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.encode_and_classify(images)[0]
@@ -92,7 +93,7 @@ class PortableCaptioner(ImageCaptioner):
         functions = {name: open_function(runtime, self.folder / files[name], name, threads, quantized)
                      for name in ("encoder", "prepare", "step")}
         self._encoder = ExportedEncoder(functions["encoder"], self.info.encoder, self.manifest.image_size,
-                                        self.manifest.grid_shape)
+                                        self.manifest.grid_shape, bool(self.manifest.extra.get("classifier")))
         self.decoder = ExportedDecoder(functions["prepare"], functions["step"], self.manifest.memory_arrays,
                                        len(self.vocab))
         self.search = Search(self.decoder, self.vocab)

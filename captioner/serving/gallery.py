@@ -271,8 +271,8 @@ def caption_images(models: Captioner | Mapping[str, Captioner], items: Sequence[
     readable = [r for r in results if r.image is not None]
     for start in range(0, len(readable), batch_size):
         batch = readable[start:start + batch_size]
-        for result, captions in zip(batch, caption_in_languages(models, [r.image for r in batch], options),
-                                    strict=True):
+        images = [r.image for r in batch if r.image is not None]
+        for result, captions in zip(batch, caption_in_languages(models, images, options), strict=True):
             result.captions = captions
         if progress:
             progress(min(start + batch_size, len(readable)), len(readable))

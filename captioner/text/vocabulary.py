@@ -8,6 +8,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from captioner.errors import ArtifactError
 
@@ -152,7 +153,7 @@ class Vocabulary:
         blob = json.dumps([self.tokens, self.tokenization], ensure_ascii=False).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"format": "captioner-vocabulary", "version": 1, "tokens": list(self.tokens),
                 "tokenization": self.tokenization, "max_length": self.max_length,
                 "lang": self.lang, "fingerprint": self.fingerprint}

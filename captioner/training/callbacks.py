@@ -29,7 +29,7 @@ class DevScores(keras.callbacks.Callback):
         self.batch_size = batch_size
 
     def scores(self) -> dict[str, float]:
-        captions = []
+        captions: list[str] = []
         for start in range(0, len(self.features), self.batch_size):
             batch = self.features[start:start + self.batch_size]  # (batch, cells, channels)
             captions.extend(c.text for c in self.generator.generate(batch, self.options))

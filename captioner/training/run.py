@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import keras
 import pandas as pd
@@ -33,6 +34,11 @@ from captioner.training.rewards import CiderD
 from captioner.training.scst import SelfCriticalTrainer
 from captioner.training.strategy import SINGLE_PROCESS, ChiefDevScores, Role, fit_multi_worker
 from captioner.training.xent import CaptionTrainer
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """history.csv as columns: metric → one value per epoch."""
+    return {str(name): values for name, values in pd.read_csv(path).to_dict("list").items()}
 
 
 @dataclass
@@ -215,12 +221,13 @@ def caption_model_and_vocabulary(config: TrainConfig, dataset: CaptionDataset, f
         caption_model, vocab, _ = load_model(config.init_from, vocabulary_beside(config.init_from))
         return caption_model, vocab
     lang, train_names = config.lang or "en", dataset.split("train")
+    tokenization = cast(str, config.tokenization)  # TrainConfig sets it from the language when a recipe does not
     texts = [c for n in train_names for c in dataset.captions[n]]
     if config.hflip:  # the mirrored captions that changed: they may say "right" where no original does
-        mirrored = split_captions(dataset, train_names, lang, config.tokenization, mirrored=True)
+        mirrored = split_captions(dataset, train_names, lang, tokenization, mirrored=True)
         texts += [m for ms, cs in zip(mirrored, (dataset.captions[n] for n in train_names), strict=True)
                   for m, c in zip(ms, cs, strict=True) if m != c]
-    vocab = Vocabulary.build(texts, config.min_count, config.max_length, config.tokenization, lang)
+    vocab = Vocabulary.build(texts, config.min_count, config.max_length, tokenization, lang)
     caption_model = build_caption_model(
         len(vocab), feature_shape, config.decoder, embedding_dim=config.embedding_dim,
         units=config.units, attention_units=config.attention_units, dropout=config.dropout)
@@ -274,13 +281,14 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, role: Role = 
     save_model(caption_model, vocab, info, model_path, vocab_path)
     if not interrupted:  # a run killed before this point resumes from the backup instead of starting over
         shutil.rmtree(output / "backup", ignore_errors=True)
-    history = pd.read_csv(output / "history.csv").to_dict("list")  # every epoch, across resumed runs
+    history = read_history(output / "history.csv")  # every epoch, across resumed runs
     plot_history(history, output / "history.png")
     log(f"saved {model_path} and {vocab_path}; dev greedy BLEU-4 {scores['BLEU-4']:.4f}, CIDEr {scores['CIDEr']:.4f}")
     return TrainResult(model_path, vocab_path, history, scores)
 
 
-def _callbacks(config: TrainConfig, role: Role, files: Path, output: Path, dev: tuple, monitor: str, mode: str,
+def _callbacks(config: TrainConfig, role: Role, files: Path, output: Path,
+               dev: tuple[TFSearch, Features, dict[str, list[str]], list[str]], monitor: str, mode: str,
                best: float | None) -> list[keras.callbacks.Callback]:
     """Dev scoring (by the chief), the history, the best weights, early stopping, the backup to resume from."""
     selection = DecodeOptions(beam_size=config.select_beam)  # the search that picks the best epoch
