@@ -11,8 +11,8 @@ from captioner.training.run import TrainConfig, train
 
 def test_train_briefly_on_real_images_and_caption_one(flickr8k, mobilenet_weights, tmp_path):
     config = TrainConfig(data=str(flickr8k), output=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"),
-                         encoder_weights=str(mobilenet_weights), limit=20, min_count=2, epochs=2,
-                         batch_size=32, embedding_dim=64, units=128, attention_units=64, patience=2)
+                         encoder="mobilenet_v2", encoder_weights=str(mobilenet_weights), limit=20, min_count=2,
+                         epochs=2, batch_size=32, embedding_dim=64, units=128, attention_units=64, patience=2)
     result = train(config, log=lambda message: None)
     cached = list((tmp_path / "cache" / "mobilenet_v2-224").glob("*.npy"))
     features = np.load(next(p for p in cached if not p.name.endswith("done.npy")), mmap_mode="r")

@@ -106,8 +106,8 @@ def test_flips_teach_right_from_photos_of_the_left(tmp_path, mobilenet_weights):
         csv.writer(handle).writerows([("image", "caption", "split"), *rows])
     config = TrainConfig(
         data=str(tmp_path / "captions.csv"), output=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"),
-        encoder_weights=str(mobilenet_weights), min_count=1, max_length=8, embedding_dim=32, units=64,
-        attention_units=32, dropout=0.0, batch_size=16, epochs=12, learning_rate=3e-3, lr_schedule="constant",
+        encoder="mobilenet_v2", encoder_weights=str(mobilenet_weights), min_count=1, max_length=8, embedding_dim=32,
+        units=64, attention_units=32, dropout=0.0, batch_size=16, epochs=12, learning_rate=3e-3, lr_schedule="constant",
         monitor="loss", patience=12, hflip=True, seed=0)
     result = train(config, log=lambda message: None)
     model = captioner.load(result.model_path, result.vocab_path, str(mobilenet_weights))

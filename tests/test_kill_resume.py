@@ -45,7 +45,8 @@ def test_killed_training_resumes_and_finishes(tmp_path, mobilenet_weights):
     data = _small_shapes(tmp_path)
     output = tmp_path / "run"
     command = [sys.executable, "-m", "captioner", "train", "--data", str(data), "--output", str(output),
-               "--cache-dir", str(tmp_path / "cache"), "--encoder-weights", str(mobilenet_weights),
+               "--cache-dir", str(tmp_path / "cache"), "--encoder", "mobilenet_v2",
+               "--encoder-weights", str(mobilenet_weights),
                "--min-count", "1", "--max-length", "8", "--embedding-dim", "16", "--units", "32",
                "--attention-units", "16", "--dropout", "0.0", "--batch-size", "8", "--epochs", str(EPOCHS),
                "--patience", str(EPOCHS), "--lr-schedule", "constant", "--learning-rate", "3e-3",

@@ -20,8 +20,8 @@ from captioner.cli.main import main
 from captioner.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPE = dict(min_count=1, max_length=12, embedding_dim=64, units=128, attention_units=64, dropout=0.1,
-              label_smoothing=0.0, batch_size=16, epochs=5, learning_rate=3e-3, lr_schedule="constant",
+RECIPE = dict(encoder="mobilenet_v2", min_count=1, max_length=12, embedding_dim=64, units=128, attention_units=64,
+              dropout=0.1, label_smoothing=0.0, batch_size=16, epochs=5, learning_rate=3e-3, lr_schedule="constant",
               monitor="bleu4", patience=25, seed=0)
 RUN_FILES = {"mymodel.h5", "tokenizer.pkl", "history.csv", "history.png", "config.json", "best.weights.h5"}
 

@@ -28,7 +28,8 @@ from tests.conftest import make_shapes_dataset
 def small_config(tmp_path, mobilenet_weights):
     make_shapes_dataset(tmp_path, per_combination=3, seed=2)
     return TrainConfig(data=str(tmp_path / "captions.csv"), output=str(tmp_path / "run"),
-                       cache_dir=str(tmp_path / "cache"), encoder_weights=str(mobilenet_weights), min_count=1,
+                       cache_dir=str(tmp_path / "cache"), encoder="mobilenet_v2",
+                       encoder_weights=str(mobilenet_weights), min_count=1,
                        embedding_dim=32, units=64, attention_units=32, batch_size=16, epochs=3, patience=5,
                        learning_rate=3e-3, lr_schedule="constant")
 
@@ -74,7 +75,8 @@ def tiny_config(tmp_path_factory, mobilenet_weights) -> TrainConfig:
     with (folder / "tiny.csv").open("w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([header, *kept])
     return TrainConfig(data=str(folder / "tiny.csv"), output=str(folder / "run"), cache_dir=str(folder / "cache"),
-                       encoder_weights=str(mobilenet_weights), min_count=1, max_length=8, embedding_dim=16,
+                       encoder="mobilenet_v2", encoder_weights=str(mobilenet_weights), min_count=1, max_length=8,
+                       embedding_dim=16,
                        units=32, attention_units=16, dropout=0.0, batch_size=8, learning_rate=1e-2,
                        monitor="cider", seed=0)
 
