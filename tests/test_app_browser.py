@@ -24,16 +24,17 @@ WAIT_MS = 120_000  # first caption: TensorFlow, the model and MobileNetV2 load o
 
 
 @pytest.fixture(scope="module")
-def server(shapes_model, tmp_path_factory):
+def server(lite_shapes_model, tmp_path_factory):
+    """The app on a model whose encoder (EfficientNet-Lite0) has an ImageNet classifier, so photos get tags."""
     if not Path(appdriver.CHROMIUM).is_file():
         needs = f"needs Debian's chromium at {appdriver.CHROMIUM} (apt-get install chromium)"
         if os.environ.get("CI") == "true":  # CI installs it: its absence is a failure, not a skip
             pytest.fail(needs)
         pytest.skip(needs)
-    result = shapes_model["result"]
+    result = lite_shapes_model["result"]
     absent = tmp_path_factory.mktemp("absent")  # other languages: no model, whatever models/ holds
     env = {"CAPTIONER_MODEL": str(result.model_path), "CAPTIONER_TOKENIZER": str(result.vocab_path),
-           "CAPTIONER_ENCODER_WEIGHTS": str(shapes_model["weights"]),
+           "CAPTIONER_ENCODER_WEIGHTS": str(lite_shapes_model["weights"]),
            **{f"CAPTIONER_{kind}_{lang}": str(absent / name) for lang in ("ZH", "DE")
               for kind, name in (("MODEL", "mymodel.h5"), ("TOKENIZER", "tokenizer.pkl"))}}
     with appdriver.serve_app(env) as running:
@@ -63,7 +64,7 @@ def open_app(browser, url: str):
     return page
 
 
-def test_upload_a_photo_and_a_corrupt_file(server, browser, photo, tmp_path, shapes_model):
+def test_upload_a_photo_and_a_corrupt_file(server, browser, photo, tmp_path, lite_shapes_model):
     corrupt = tmp_path / "broken.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG " * 8)
     page = open_app(browser, server.url)
@@ -72,9 +73,15 @@ def test_upload_a_photo_and_a_corrupt_file(server, browser, photo, tmp_path, sha
     caption = page.locator(".st-key-caption_0_en")
     caption.wait_for(timeout=WAIT_MS)
     # The page shows the caption the library gives the same photo with the same model and default search.
-    result = shapes_model["result"]
-    model = captioner.load(result.model_path, result.vocab_path, encoder_weights=shapes_model["weights"])
-    assert caption.inner_text().strip() == model.caption(photo).text
+    result = lite_shapes_model["result"]
+    model = captioner.load(result.model_path, result.vocab_path, encoder_weights=lite_shapes_model["weights"])
+    expected = model.caption(photo)
+    assert caption.inner_text().strip() == expected.text
+    # Under the photo, chips name what the classifier sees: for the coffee cup, an espresso.
+    chips = page.locator(".st-key-tags_0")
+    chips.wait_for(timeout=WAIT_MS)
+    assert expected.tags[0].name == "espresso"
+    assert f"espresso {expected.tags[0].probability:.0%}" in chips.inner_text()
 
     error = page.locator(".st-key-error_1")
     error.wait_for(timeout=WAIT_MS)
