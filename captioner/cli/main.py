@@ -10,6 +10,7 @@ import sys
 import typing
 from pathlib import Path
 
+from captioner.cli.serve import add_serve_command, cmd_serve
 from captioner.cli.write import add_write_args, add_write_command, caption_and_write, check_write_args, cmd_write
 from captioner.decoding.options import DecodeOptions
 from captioner.distributed.commands import add_engine_args
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_args(caption)
     add_write_args(caption)  # --write xmp|embed|txt, --min-confidence (captioner/cli/write.py)
     add_write_command(commands)
+    add_serve_command(commands)  # captioner/cli/serve.py
 
     evaluate = commands.add_parser("evaluate", help="COCO caption metrics on a dataset split",
                                    description="Caption a split and score it with BLEU-1..4, METEOR, "
@@ -351,7 +353,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"extract": cmd_extract, "train": cmd_train, "average": cmd_average, "caption": cmd_caption,
-            "evaluate": cmd_evaluate, "export": cmd_export, "write": cmd_write}
+            "evaluate": cmd_evaluate, "export": cmd_export, "write": cmd_write,
+            "serve": cmd_serve}
 
 
 def _silence_native_logs() -> None:
