@@ -27,14 +27,14 @@ from pathlib import Path
 import streamlit as st
 
 from captioner.artifacts.scores import score_tables
-from captioner.data.images import ImageSource
+from captioner.data.images import IMAGE_EXTENSIONS, ImageSource
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.errors import CaptionerError, WeightsError
 from captioner.serving import gallery
 from captioner.serving.attention_maps import overlay
 from captioner.serving.shipped import env_names, recipe_path
 
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
+UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_EXTENSIONS]  # HEIC/AVIF too, where the plugins are installed
 GRID_COLUMNS = 3
 STRIP_WIDTH = 150  # px per small attention map
 
@@ -197,7 +197,7 @@ def chosen_images() -> list[tuple[str, str, ImageSource]]:
     """(key, name, source) for each uploaded file and picked example, in page order."""
     left, right = st.columns([3, 2], gap="large")
     uploads = left.file_uploader("Upload photos", type=UPLOAD_TYPES, accept_multiple_files=True,
-                                 help="JPEG, PNG, WebP, BMP or GIF (first frame); several at once is fine.")
+                                 help="JPEG, PNG, WebP, HEIC, TIFF, BMP or GIF (first frame); several at once is fine.")
     picked = right.pills("…or try an example", list(gallery.EXAMPLES), selection_mode="multi", key="examples",
                          help="  \n".join(f"{label}: {credit}" for label, (_, credit) in gallery.EXAMPLES.items()))
     right.caption("Example photos: scikit-image's public-domain samples.")

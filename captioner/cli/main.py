@@ -11,6 +11,8 @@ import typing
 from pathlib import Path
 
 from captioner.cli.engines import add_engine_args
+from captioner.cli.serve import add_serve_command, cmd_serve
+from captioner.cli.write import add_write_args, add_write_command, caption_and_write, check_write_args, cmd_write
 from captioner.decoding.options import DecodeOptions
 from captioner.errors import CaptionerError
 from captioner.features import DEFAULT_CACHE_DIR, DEFAULT_ENCODER
@@ -143,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "the images already in it")
     caption.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
     add_engine_args(caption)
+    add_write_args(caption)  # --write xmp|embed|txt, --min-confidence (captioner/cli/write.py)
+    add_write_command(commands)
+    add_serve_command(commands)  # captioner/cli/serve.py
 
     evaluate = commands.add_parser("evaluate", help="COCO caption metrics on a dataset split",
                                    description="Caption a split and score it with BLEU-1..4, METEOR, "
@@ -239,6 +244,7 @@ def _check_caption_args(args: argparse.Namespace) -> None:
         raise CaptionerError("--attention draws one image; it cannot be combined with --output.")
     if args.engine == "ray" and not args.output:
         raise CaptionerError("--engine ray writes its captions to a file: add --output captions.jsonl.")
+    check_write_args(args)
 
 
 def _print_caption(path: Path, caption: Caption, args: argparse.Namespace, with_path: bool) -> None:
@@ -285,7 +291,11 @@ def cmd_caption(args: argparse.Namespace) -> None:
         raise CaptionerError("--engine ray captions with one model; drop the extra --model, or use --engine local.")
     load_args = (*_model_paths(args)[0], args.encoder_weights)
     model = None if args.engine == "ray" else _load(args)  # on Ray, each actor loads it
-    if args.output:
+    if args.write:
+        if model is None:
+            raise CaptionerError("--write changes files on this machine: drop --engine ray.")
+        failures = caption_and_write(args, model, paths, options)
+    elif args.output:
         if model is None:
             from captioner.cli.engines import caption_on_ray
 
@@ -362,7 +372,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"extract": cmd_extract, "train": cmd_train, "average": cmd_average, "caption": cmd_caption,
-            "evaluate": cmd_evaluate, "export": cmd_export}
+            "evaluate": cmd_evaluate, "export": cmd_export, "write": cmd_write,
+            "serve": cmd_serve}
 
 
 def _silence_native_logs() -> None:

@@ -22,7 +22,22 @@ ImageSource = str | os.PathLike[str] | bytes | BinaryIO | Image.Image
 #: Largest image (in pixels) we agree to decode; Pillow's own bomb limit, enforced as an error.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+def _register_plugins() -> tuple[str, ...]:
+    """Teach Pillow phone photos: HEIC/HEIF through pillow-heif, AVIF where Pillow was built with it; the
+    extensions this adds."""
+    from PIL import features
+
+    added = (".avif",) if features.check("avif") else ()
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:  # pillow-heif not installed: HEIC files get the usual "not an image" message
+        return added
+    register_heif_opener()
+    return (".heic", ".heif", *added)
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", *_register_plugins())
 
 
 def _describe(source: ImageSource) -> str:
@@ -89,10 +104,10 @@ def load_image(source: ImageSource) -> Image.Image:
         ) from None
     except UnidentifiedImageError:
         raise ImageError(
-            f"{name}: not an image Pillow can read; use a JPEG, PNG, WebP, BMP or GIF file."
+            f"{name}: not an image Pillow can read; use a JPEG, PNG, WebP, HEIC, BMP or GIF file."
         ) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as error:
-        raise ImageError(f"{name}: the image data is corrupt or truncated ({error}).") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:  # libheif's messages end in a newline
+        raise ImageError(f"{name}: the image data is corrupt or truncated ({' '.join(str(error).split())}).") from None
     except MemoryError:
         raise ImageError(f"{name}: not enough memory to decode this image; downscale it first.") from None
     except Exception as error:
