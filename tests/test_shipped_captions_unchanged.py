@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, encoder_weights_of
 
 import captioner
 from captioner.decoding.options import DecodeOptions
@@ -21,7 +21,8 @@ SEARCHES = {"greedy": DecodeOptions(beam_size=1), "beam 3": DecodeOptions(beam_s
 
 @pytest.mark.parametrize("lang", SHIPPED_LANGUAGES)
 def test_shipped_model_captions_are_unchanged(lang, flickr8k, mobilenet_weights):
-    model = captioner.load(*shipped_model_paths(lang, ROOT), encoder_weights=mobilenet_weights)
+    model_path, vocab_path = shipped_model_paths(lang, ROOT)
+    model = captioner.load(model_path, vocab_path, encoder_weights_of(model_path, mobilenet_weights), "tensorflow")
     features = model.encode([flickr8k / "Images" / name for name in RECORDED["photos"]])
     for search, options in SEARCHES.items():
         recorded = RECORDED["captions"][f"{lang} {search}"]
@@ -42,9 +43,9 @@ def test_the_readme_example_and_the_cli_give_the_same_caption(flickr8k, mobilene
     differ = [i for i, (g, b) in enumerate(zip(greedy, beam, strict=True)) if g["text"] != b["text"]][:3]
     assert differ, "the check needs photos on which the two searches disagree"
     photos = [flickr8k / "Images" / RECORDED["photos"][i] for i in differ]
-    model = captioner.load(model_path, vocab_path, encoder_weights=mobilenet_weights)
+    weights = encoder_weights_of(model_path, mobilenet_weights)
+    model = captioner.load(model_path, vocab_path, weights, "tensorflow")
     from_python = [model.caption(photo).text for photo in photos]
-    assert main(["caption", *map(str, photos), "--model", str(model_path), "--encoder-weights",
-                 str(mobilenet_weights)]) == 0
+    assert main(["caption", *map(str, photos), "--model", str(model_path), "--encoder-weights", weights]) == 0
     from_cli = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()]
     assert from_python == from_cli == [beam[i]["text"] for i in differ]

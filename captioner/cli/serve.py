@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from captioner.errors import CaptionerError
+from captioner.serving.loading import DEFAULT_RUNTIME, RUNTIMES
 
 
 def add_serve_command(commands) -> None:
@@ -26,6 +27,9 @@ def add_serve_command(commands) -> None:
                        help="shipped models to serve when no --model is given (default: en)")
     serve.add_argument("--encoder-weights", default="imagenet",
                        help="ImageNet weights .h5 for an .h5 model's encoder; default: Keras cache")
+    serve.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                       help="auto (default): an .h5 model is served from its export, made once on first use; "
+                            "tensorflow: served in Keras")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: %(default)s, this machine only); 0.0.0.0 for the "
                             "network, with --token")
@@ -65,7 +69,7 @@ def load_models(args: argparse.Namespace) -> list:
     for name, path in _model_specs(args):
         if not path.exists():
             raise CaptionerError(f"{path}: no such model; give an exported folder or a mymodel.h5 with --model.")
-        model = captioner.load(path, vocabulary_beside(path), args.encoder_weights) if path.is_file() \
+        model = captioner.load(path, vocabulary_beside(path), args.encoder_weights, args.runtime) if path.is_file() \
             else captioner.load(path)
         name = f"captioner:{name or model.vocab.lang}"
         if any(s.name == name for s in served):
