@@ -27,7 +27,8 @@ from pathlib import Path
 
 ROWS = ("import captioner + load + first caption (s)", "peak RSS (MB)", "file → features (ms)",
         "file → caption, greedy (ms)", "file → caption, beam 3 (ms)", "features → caption, greedy (ms)",
-        "features → caption, beam 3 (ms)", "features → decoder alone, no search (ms)")
+        "features → caption, beam 3 (ms)", "features → decoder alone, no search (ms)",
+        "file → caption, beam 3, batches of 32 (images/s)")
 
 
 def timed(fn, item) -> float:
@@ -90,6 +91,13 @@ def worker(path: str, model: str, tokenizer: str, photos: list[str], runs: int, 
         for row, fn in settings.items():
             seconds[row].append(timed(fn, photo))
     result = {row: statistics.median(values) * 1e3 for row, values in seconds.items()}
+    batch = [Path(p) for p in photos[2:34]]
+
+    def run_batch(files: list[Path]) -> list:
+        return [captioned for captioned, _ in loaded.caption_files(files, beam3, 32)]
+
+    run_batch(batch)  # the batch's shapes run once first (TensorFlow traces them)
+    result[ROWS[8]] = len(batch) / timed(run_batch, batch)
     result[ROWS[0]] = first
     result[ROWS[1]] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["tensorflow imported"] = "tensorflow" in sys.modules
@@ -149,7 +157,7 @@ def main() -> None:
         if not Path(folder, "manifest.json").is_file():
             subprocess.run([sys.executable, "-m", "captioner.cli.main", "export", args.model, "--tokenizer",
                             args.tokenizer, "--format", "onnx", "--output", folder, *quantize], check=True)
-    photos = [str(p) for p in sorted(Path(args.images).glob("*.jpg"))[-(args.runs + 2):]]
+    photos = [str(p) for p in sorted(Path(args.images).glob("*.jpg"))[-max(args.runs + 2, 34):]]
     folders = {"TensorFlow path": ("tensorflow", args.model), "portable (ONNX Runtime)": ("portable", args.export),
                "portable, int8 decoder": ("portable", args.export_int8)}  # name: (worker, model)
     load_before = os.getloadavg()
