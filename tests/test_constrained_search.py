@@ -7,21 +7,34 @@ random Keras decoder, whose NumPy twin (the same decoder with its outputs as arr
 
 from __future__ import annotations
 
+import csv
 import itertools
+import json
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
+from captioner.artifacts.model_files import ModelInfo
+from captioner.cli.main import _decode_options, build_parser
+from captioner.data.datasets import CaptionDataset
+from captioner.decoding.captioning import ImageCaptioner
 from captioner.decoding.grounding import mark_grounded, search_constraints, tag_constraints
 from captioner.decoding.options import Caption, DecodeOptions
 from captioner.decoding.search import Search
 from captioner.decoding.tf_search import TFSearch
+from captioner.errors import CaptionerError
+from captioner.evaluation.evaluate import caption_split
+from captioner.features.cache import FeatureCache
 from captioner.features.imagenet import imagenet_classes
 from captioner.models.base import build_caption_model, get_decoder
+from captioner.serving.batch import caption_record, caption_to_file
 from captioner.text.vocabulary import SPECIAL_TOKENS, Vocabulary
 
 WORDS = ["a", "dog", "cat", "runs", "on", "grass"]
@@ -249,3 +262,86 @@ def test_grounded_by_names_the_tag_words_a_caption_writes():
     captions = search.generate(_features(2, 1), DecodeOptions(n_best=3), search_constraints(constraints))
     for caption in mark_grounded(captions, constraints)[0].ranked:
         assert caption.grounded_by and set(caption.grounded_by) <= set(caption.words)
+
+
+class ShapesEncoder:
+    """A stand-in EfficientNet-Lite: each image's grid from its pixels, and a classifier sure of a tabby cat."""
+
+    name, image_size, grid_shape, classifier = "fake_lite", (8, 8), (2, 2), True
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.encode_and_classify(images)[0]
+
+    def encode_and_classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        grids = images[:, ::4, ::4, :].reshape(len(images), CELLS, 3).astype(np.float32) / 255.0  # (n, 4, 3)
+        grids = np.concatenate([grids, grids[..., :2]], -1)  # (n, cells, channels)
+        return grids, np.repeat(_probabilities(tabby=0.9), len(images), axis=0)
+
+
+class FakeCaptioner(ImageCaptioner):
+    """The captioning methods every runtime shares, over a NumPy decoder and ShapesEncoder."""
+
+    def __init__(self):
+        self.vocab, self.decoder = VOCAB, TinyDecoder(4)
+        self.search = Search(self.decoder, VOCAB, max_length=6)
+        self.info = ModelInfo("fake_lite", 8, len(VOCAB), VOCAB.fingerprint)
+        self._encoder = ShapesEncoder()
+
+    @property
+    def encoder(self) -> ShapesEncoder:
+        return self._encoder
+
+
+@pytest.fixture
+def images(tmp_path) -> list[Path]:
+    paths = []
+    for i in range(3):
+        pixels = np.random.default_rng(i).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        paths.append(tmp_path / f"photo{i}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    return paths
+
+
+def test_captioners_ground_in_their_tags_and_batch_files_say_so(images, tmp_path):
+    """caption_many with grounding names the tag word (cat) in every caption and says so in grounded_by, the JSON
+    record and the CSV column; without grounding nothing is grounded."""
+    model = FakeCaptioner()
+    on = DecodeOptions(n_best=2, grounding="constrained")
+    captions = model.caption_many(images, on)
+    assert all("cat" in c.words and c.grounded_by == ["cat"] for caption in captions for c in caption.ranked)
+    assert captions[0].tags[0].name == "tabby"
+    assert all(not c.grounded_by for c in model.caption_many(images))
+    assert caption_record("photo0.png", captions[0])["grounded_by"] == ["cat"]
+    caption_to_file(model, images, tmp_path / "out.csv", on, progress=False)
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as handle:
+        assert [json.loads(row["grounded_by"]) for row in csv.DictReader(handle)] == [["cat"]] * 3
+
+
+def test_evaluation_reads_the_class_probabilities_beside_the_cached_features(images, tmp_path):
+    """caption_split grounds cached features in the cached class probabilities; a cache without them (an encoder
+    with no classifier) decodes unconstrained, and one that lacks some photos' probabilities is a clear error."""
+    dataset = CaptionDataset(tmp_path, {p.name: ["a cat"] for p in images}, {"dev": [p.name for p in images]})
+    model = FakeCaptioner()
+    on = DecodeOptions(grounding="constrained")
+    captions = caption_split(model, dataset, "dev", on, tmp_path / "cache")
+    assert all(c.grounded_by == ["cat"] for c in captions.values())
+    assert [c.text for c in captions.values()] == [c.text for c in model.caption_many(images, on)]
+    classes = FeatureCache(tmp_path / "cache", "fake_lite", 8).class_cache().dir
+    shutil.rmtree(classes)
+    assert not any(c.grounded_by for c in caption_split(model, dataset, "dev", on, tmp_path / "cache").values())
+    classes.mkdir()
+    with pytest.raises(CaptionerError, match="no class probabilities for 3 of the photos"):
+        caption_split(model, dataset, "dev", on, tmp_path / "cache")
+
+
+def test_the_cli_takes_grounding_options():
+    """--grounding picks off or constrained; a bad threshold is a one-line error, not a traceback."""
+    args = build_parser().parse_args(["caption", "x.jpg", "--grounding", "constrained",
+                                      "--grounding-min-probability", "0.5"])
+    assert _decode_options(args).grounding == "constrained"
+    assert _decode_options(args).grounding_min_probability == 0.5
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["evaluate", "--grounding", "copy"])
+    args = build_parser().parse_args(["evaluate", "--grounding-min-probability", "2"])
+    with pytest.raises(CaptionerError, match="grounding_min_probability must be in"):
+        _decode_options(args, beam_size=3)
