@@ -123,7 +123,7 @@ class Beams(NamedTuple):
     done_alpha: Array  # (batch, width, T, cells)
 
 
-def extend(ops: ArrayOps, beams: Beams, alpha: Array, origin: Array, token: Array, t: Any) -> tuple:
+def extend(ops: ArrayOps, beams: Beams, alpha: Array, origin: Array, token: Array, t: Any) -> tuple[Array, Array]:
     """Hypotheses that extend live beams `origin` (batch, n) by `token` (batch, n) at step t: their tokens
     (batch, n, T) and attention maps (batch, n, T, cells), given this step's α (batch, width, cells)."""
     seq = ops.write(ops.gather_beams(beams.alive_seq, origin), t, token, axis=2)  # (batch, n, T)
