@@ -98,7 +98,7 @@ class NumpyOps:
         return bool(x.any())
 
     @staticmethod
-    def reduce_max(x: np.ndarray, axis: int) -> np.ndarray:
+    def reduce_max(x: np.ndarray, axis: int) -> Array:
         return x.max(axis)
 
     @staticmethod

@@ -133,7 +133,7 @@ def extend(ops: ArrayOps, beams: Beams, alpha: Array, origin: Array, token: Arra
 
 
 def finish(ops: ArrayOps, length_penalty: float, t: Any, score: Array, ends: Array, seq: Array, seq_alpha: Array,
-           done: tuple) -> tuple:
+           done: tuple[Any, ...]) -> tuple[Any, ...]:
     """A finished pool (norm, score, seq, alpha), k each, after step t: the best k of the old pool and of the
     candidates (batch, 2k) that just ended, ranked by log p / length**length_penalty."""
     done_norm, done_score, done_seq, done_alpha = done
@@ -167,7 +167,7 @@ def state_candidates(ops: ArrayOps, totals: Array, forced: Array | None) -> list
 
 
 def beam_select(ops: ArrayOps, scoring: Scoring, t: Any, logits: Array, alpha: Array, state: Any, beams: Beams,
-                forced: Array | None = None) -> tuple:
+                forced: Array | None = None) -> tuple[Any, ...]:
     """One step of beam search after the decoder's: pick the survivors, the finished and the greedy word.
 
     Expands every live beam and, per constraint state, sends candidates ending in <end> to that state's
@@ -226,7 +226,7 @@ def initial_scores(ops: ArrayOps, batch: Any, k: int, forced: Array | None) -> A
 
 
 def beam_loop(ops: ArrayOps, decoder: StepDecoder, vocab: Vocabulary, features: Array, settings: SearchSettings,
-              forced: Array | None = None) -> tuple:
+              forced: Array | None = None) -> tuple[Any, ...]:
     """Beam search keeping `beam_size` live hypotheses and the `beam_size` best finished ones, or with `forced`
     (batch, V) (1 for the words of which the caption must write one; all 0 for no constraint) as many per
     constraint state: constrained beam search.

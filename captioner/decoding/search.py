@@ -8,7 +8,7 @@ TensorFlow, so both make the same Captions from the same arrays.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,7 +39,7 @@ class Search:
     def _greedy(self, features: Array, settings: SearchSettings) -> tuple:
         return greedy_loop(self.ops, self.decoder, self.vocab, features, settings)
 
-    def _beam(self, features: Array, settings: SearchSettings, forced: Array | None = None) -> tuple:
+    def _beam(self, features: Array, settings: SearchSettings, forced: Array | None = None) -> tuple[Any, ...]:
         return beam_loop(self.ops, self.decoder, self.vocab, features, settings, forced)
 
     def _wanted(self, constraints: Sequence[Collection[str]] | None, n: int) -> list[set[str]]:

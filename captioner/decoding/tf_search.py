@@ -8,6 +8,8 @@ batch, so a caption costs one call into TensorFlow, not one per word.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 
@@ -49,7 +51,8 @@ class TFSearch(Search):
                       training: bool = False, copies: int = 1) -> tuple:
         return greedy_loop(TF, self.decoder, self.vocab, features, settings, sample, training, copies)
 
-    def _beam_graph(self, features: tf.Tensor, settings: SearchSettings, forced: tf.Tensor | None = None) -> tuple:
+    def _beam_graph(self, features: tf.Tensor, settings: SearchSettings, forced: tf.Tensor | None = None,
+                    ) -> tuple[Any, ...]:
         return beam_loop(TF, self.decoder, self.vocab, features, settings, forced)
 
     def sample(self, features: tf.Tensor, max_length: int | None = None, training: bool = False,
