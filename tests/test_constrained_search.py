@@ -236,9 +236,9 @@ def _probabilities(**by_name: float) -> np.ndarray:
 
 
 def test_tag_constraints_sum_classes_that_share_a_word_and_keep_what_the_vocabulary_has():
-    """Two dog breeds at 0.2 make "dog" confident (0.4); a cat at 0.25 is not; every word naming the object that the
-    vocabulary has writes it; words outside the vocabulary or without grounding give no constraint."""
-    on = DecodeOptions(grounding="constrained")
+    """At 0.3, two dog breeds at 0.2 make "dog" confident (0.4); a cat at 0.25 is not; every word naming the object
+    that the vocabulary has writes it; words outside the vocabulary or without grounding give no constraint."""
+    on = DecodeOptions(grounding="constrained", grounding_min_probability=0.3)
     probabilities = _probabilities(beagle=0.2, basset=0.2, tabby=0.25)
     vocab = Vocabulary([*SPECIAL_TOKENS, *WORDS, "dogs", "puppy", "zebra"])
     assert tag_constraints(probabilities, on, vocab) == [{"dog": frozenset({"dog", "dogs", "puppy"})}]
