@@ -144,7 +144,11 @@ def decoding_controls() -> DecodeOptions:
     beam = st.sidebar.slider("Beam width", 2, 10, DEFAULT_DECODING.beam_size, disabled=greedy)
     n_best = st.sidebar.slider("Alternatives (n-best)", 1, 5, 3, disabled=greedy,
                                help="How many candidate captions to keep per image.")
-    return DecodeOptions(beam_size=1 if greedy else beam, n_best=1 if greedy else n_best)
+    grounded = st.sidebar.toggle("Name what the classifier sees", DEFAULT_DECODING.grounding == "constrained",
+                                 help="Each caption must name one of the things the ImageNet classifier is sure of "
+                                      "(EfficientNet-Lite models, English): constrained beam search.")
+    return DecodeOptions(beam_size=1 if greedy else beam, n_best=1 if greedy else n_best,
+                         grounding="constrained" if grounded else "off")
 
 
 def missing_model(error: CaptionerError, lang: str, paths: gallery.ModelPaths) -> None:
@@ -234,6 +238,8 @@ def caption_block(index: int, lang: str, caption: Caption, labelled: bool) -> No
         st.markdown(f"**{md(caption.text)}**")
     st.progress(caption.confidence, text=f"confidence {caption.confidence:.0%}")
     st.code(gallery.alt_text(caption), language=None, wrap_lines=True)  # has a copy button
+    if caption.grounded_by:
+        st.caption(f":material/label: names {md(', '.join(caption.grounded_by))}, which the classifier sees")
     if caption.alternatives:
         with st.expander(f"{len(caption.ranked)} best captions"):
             st.markdown("\n".join(f"{rank}. {md(alt.text)} — {alt.confidence:.0%}"

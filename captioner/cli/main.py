@@ -13,7 +13,7 @@ from pathlib import Path
 from captioner.cli.engines import add_engine_args
 from captioner.cli.serve import add_serve_command, cmd_serve
 from captioner.cli.write import add_write_args, add_write_command, caption_and_write, check_write_args, cmd_write
-from captioner.decoding.options import DecodeOptions
+from captioner.decoding.options import GROUNDINGS, DecodeOptions
 from captioner.errors import CaptionerError
 from captioner.features import DEFAULT_CACHE_DIR, DEFAULT_ENCODER
 from captioner.serving.loading import DEFAULT_RUNTIME, RUNTIMES
@@ -61,6 +61,16 @@ def _load(args: argparse.Namespace) -> Captioner:
     runtime = args.runtime if len(paths) == 1 else "tensorflow"  # an ensemble decodes in one Keras search
     models = [captioner.load(model, vocab, args.encoder_weights, runtime) for model, vocab in paths]
     return models[0] if len(models) == 1 else captioner.ensemble(models)
+
+
+def _add_grounding_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--grounding", choices=GROUNDINGS, default=DECODE_DEFAULTS.grounding,
+                        help="constrained: each caption must name one of the things the encoder's ImageNet "
+                             "classifier is sure of, if the model knows the word (EfficientNet-Lite models, "
+                             "English; docs/grounding.md) (default: %(default)s)")
+    parser.add_argument("--grounding-min-probability", type=float, metavar="P",
+                        default=DECODE_DEFAULTS.grounding_min_probability,
+                        help="how sure the classifier must be of a word to require it (default: %(default)s)")
 
 
 def _add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -134,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--allow-repeats", action="store_true",
                          help="let a caption repeat a word, a three-word phrase or a noun phrase "
                               "(blocked by default)")
+    _add_grounding_args(caption)
     caption.add_argument("--json", action="store_true",
                          help="print JSON lines with scores, the n-best list and the tags")
     caption.add_argument("--tags", action="store_true",
@@ -167,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--allow-repeats", action="store_true",
                           help="let captions repeat a word, a three-word phrase or a noun phrase "
                               "(blocked by default)")
+    _add_grounding_args(evaluate)
     export = commands.add_parser("export", help="export a model for the portable runtime (no TensorFlow)",
                                  description="Write the encoder (preprocessing included), the decoder's prepare "
                                              "and step and the vocabulary to one folder that `captioner caption "
@@ -247,6 +259,16 @@ def _check_caption_args(args: argparse.Namespace) -> None:
     check_write_args(args)
 
 
+def _decode_options(args: argparse.Namespace, beam_size: int, n_best: int = DECODE_DEFAULTS.n_best) -> DecodeOptions:
+    """The library's default search with the command's settings, or a one-line error for a bad value."""
+    try:
+        return dataclasses.replace(DECODE_DEFAULTS, beam_size=beam_size, n_best=n_best,
+                                   length_penalty=args.length_penalty, block_repeats=not args.allow_repeats,
+                                   grounding=args.grounding, grounding_min_probability=args.grounding_min_probability)
+    except ValueError as error:
+        raise CaptionerError(f"{error}; see --help.") from None
+
+
 def _print_caption(path: Path, caption: Caption, args: argparse.Namespace, with_path: bool) -> None:
     from captioner.serving.batch import caption_record
 
@@ -259,6 +281,9 @@ def _print_caption(path: Path, caption: Caption, args: argparse.Namespace, with_
     else:
         for rank, alternative in enumerate(caption.ranked, 1):
             print(f"{lead}{rank}. {alternative.text} ({alternative.confidence:.2f})")
+    if args.grounding != "off" and not args.json:
+        grounded = ", ".join(caption.grounded_by) or "nothing (no tag word the model knows is clear enough)"
+        print(f"{lead}grounded by: {grounded}")
     if args.tags:
         seen = ", ".join(f"{tag.name} ({tag.probability:.2f})" for tag in caption.tags)
         print(f"{lead}tags: {seen or 'none (this model has no ImageNet classifier, or nothing is clear enough)'}")
@@ -285,8 +310,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
         raise CaptionerError(f"no image found in {' '.join(args.images)}; give image files, folders or patterns.")
     if args.attention and len(paths) != 1:
         raise CaptionerError(f"--attention draws one image, but {len(paths)} were given.")
-    options = dataclasses.replace(DECODE_DEFAULTS, beam_size=args.beam, n_best=args.n_best,
-                                  length_penalty=args.length_penalty, block_repeats=not args.allow_repeats)
+    options = _decode_options(args, beam_size=args.beam, n_best=args.n_best)
     if args.engine == "ray" and len(_model_paths(args)) > 1:
         raise CaptionerError("--engine ray captions with one model; drop the extra --model, or use --engine local.")
     load_args = (*_model_paths(args)[0], args.encoder_weights)
@@ -340,8 +364,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                              "a training dataset that exists here).")
     lang = args.lang or trained_on.get("lang")
     dataset = load_dataset(data, args.images or trained_on.get("images"), lang).limit(args.limit)
-    decodings = [dataclasses.replace(DECODE_DEFAULTS, beam_size=k, length_penalty=args.length_penalty,
-                                     block_repeats=not args.allow_repeats) for k in args.beams]
+    decodings = [_decode_options(args, beam_size=k) for k in args.beams]
     scores, captions = evaluate_model(model, dataset, args.split, decodings, args.cache_dir, fast=args.fast)
     rows = {f"{args.split} {name}": row for name, row in scores.items()}
     print(format_table(rows))
@@ -352,6 +375,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(grounding_report({f"{args.split} {name}": {n: c.text for n, c in by_image.items()}
                                 for name, by_image in captions.items()}, dataset.captions,
                                trained_on.get("held_out_concepts")))
+    if args.grounding != "off":
+        for name, by_image in captions.items():
+            grounded = sum(bool(c.grounded_by) for c in by_image.values())
+            print(f"{args.split} {name}: {grounded} of {len(by_image)} captions name a tag word the classifier gave "
+                  f"at least {args.grounding_min_probability} (the others had none the model knows)")
     print("SPICE is not reported: it needs Stanford CoreNLP models downloaded at run time.")
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=2))

@@ -15,6 +15,7 @@ import numpy as np
 
 from captioner.artifacts.model_files import ModelInfo
 from captioner.data.images import Failure, ImageSource, load_array, load_batches
+from captioner.decoding.grounding import mark_grounded, search_constraints, tag_constraints
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.decoding.search import Search
 from captioner.features.cache import PixelEncoder
@@ -60,9 +61,15 @@ class ImageCaptioner:
         """Feature grids (n, cells, channels) of uint8 images (n, height, width, 3) already resized."""
         return self.encoder(images)
 
-    def caption_features(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
-        """Captions for a batch of feature grids (n, cells, channels)."""
-        return self.search.generate(features, options)
+    def caption_features(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING,
+                         probabilities: np.ndarray | None = None) -> list[Caption]:
+        """Captions for a batch of feature grids (n, cells, channels); given the classifier's probabilities
+        (n, 1000) of the same photos, with their tags and, if `options.grounding` asks, grounded in them."""
+        constraints = tag_constraints(probabilities, options, self.vocab)
+        if constraints is None:
+            return with_tags(self.search.generate(features, options), probabilities)
+        captions = self.search.generate(features, options, search_constraints(constraints))
+        return with_tags(mark_grounded(captions, constraints), probabilities)
 
     def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
         """Feature grids for a batch of images: (n, cells, channels)."""
@@ -75,7 +82,7 @@ class ImageCaptioner:
     def caption_pixels(self, images: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
         """Captions, with the classifier's tags, for uint8 images (n, height, width, 3) already resized."""
         features, probabilities = self.encoder.encode_and_classify(images)  # (n, cells, channels), (n, 1000)
-        return with_tags(self.caption_features(features, options), probabilities)
+        return self.caption_features(features, options, probabilities)
 
     def caption_many(self, images: Sequence[ImageSource], options: DecodeOptions = DEFAULT_DECODING,
                      batch_size: int = 32) -> list[Caption]:

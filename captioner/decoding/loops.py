@@ -108,22 +108,24 @@ def greedy_loop(ops: ArrayOps, decoder: StepDecoder, vocab: Vocabulary, features
 
 
 class Beams(NamedTuple):
-    """What beam search carries from step to step for a batch of images, k beams each."""
+    """What beam search carries from step to step for a batch of images: k beams per constraint state each
+    (width = k for a plain search; 2k for a constrained one, the k beams that met it first, then the k that
+    have not yet), the finished pool laid out the same way."""
 
     greedy: tuple[Any, ...]  # the greedy row's (tokens, log p, α) outputs, as greedy_outputs
     greedy_finished: Array  # (batch,)
-    alive_score: Array  # (batch, k): log p of the live hypotheses, best first
-    alive_seq: Array  # (batch, k, T)
-    alive_alpha: Array  # (batch, k, T, cells)
-    done_norm: Array  # (batch, k): normalised scores of the finished hypotheses, best first
-    done_score: Array  # (batch, k)
-    done_seq: Array  # (batch, k, T)
-    done_alpha: Array  # (batch, k, T, cells)
+    alive_score: Array  # (batch, width): log p of the live hypotheses, each state's best first
+    alive_seq: Array  # (batch, width, T)
+    alive_alpha: Array  # (batch, width, T, cells)
+    done_norm: Array  # (batch, width): normalised scores of the finished hypotheses, each state's best first
+    done_score: Array  # (batch, width)
+    done_seq: Array  # (batch, width, T)
+    done_alpha: Array  # (batch, width, T, cells)
 
 
 def extend(ops: ArrayOps, beams: Beams, alpha: Array, origin: Array, token: Array, t: Any) -> tuple[Array, Array]:
     """Hypotheses that extend live beams `origin` (batch, n) by `token` (batch, n) at step t: their tokens
-    (batch, n, T) and attention maps (batch, n, T, cells), given this step's α (batch, k, cells)."""
+    (batch, n, T) and attention maps (batch, n, T, cells), given this step's α (batch, width, cells)."""
     seq = ops.write(ops.gather_beams(beams.alive_seq, origin), t, token, axis=2)  # (batch, n, T)
     seq_alpha = ops.write(ops.gather_beams(beams.alive_alpha, origin), t, ops.gather_beams(alpha, origin),
                           axis=2)  # (batch, n, T, cells)
@@ -131,87 +133,133 @@ def extend(ops: ArrayOps, beams: Beams, alpha: Array, origin: Array, token: Arra
 
 
 def finish(ops: ArrayOps, length_penalty: float, t: Any, score: Array, ends: Array, seq: Array, seq_alpha: Array,
-           beams: Beams) -> tuple[Any, ...]:
-    """The finished pool after step t: the best k of the old pool and of the candidates (batch, 2k) that just
-    ended, ranked by log p / length**length_penalty; returns its (norm, score, seq, alpha)."""
-    k = beams.done_norm.shape[1]
+           done: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A finished pool (norm, score, seq, alpha), k each, after step t: the best k of the old pool and of the
+    candidates (batch, 2k) that just ended, ranked by log p / length**length_penalty."""
+    done_norm, done_score, done_seq, done_alpha = done
+    k = done_norm.shape[1]
     norm = ops.where(ends, score / ops.cast(t + 1, "float32") ** length_penalty, NEG_INF)  # (batch, 2k)
-    done_norm, best = ops.top_k(ops.concat([beams.done_norm, norm], 1), k)  # (batch, k) of 3k
-    done_score = ops.gather_beams(ops.concat([beams.done_score, ops.where(ends, score, NEG_INF)], 1), best)
-    done_seq = ops.gather_beams(ops.concat([beams.done_seq, seq], 1), best)  # (batch, k, T)
-    done_alpha = ops.gather_beams(ops.concat([beams.done_alpha, seq_alpha], 1), best)  # (batch, k, T, cells)
+    done_norm, best = ops.top_k(ops.concat([done_norm, norm], 1), k)  # (batch, k) of 3k
+    done_score = ops.gather_beams(ops.concat([done_score, ops.where(ends, score, NEG_INF)], 1), best)
+    done_seq = ops.gather_beams(ops.concat([done_seq, seq], 1), best)  # (batch, k, T)
+    done_alpha = ops.gather_beams(ops.concat([done_alpha, seq_alpha], 1), best)  # (batch, k, T, cells)
     return done_norm, done_score, done_seq, done_alpha
 
 
+def state_candidates(ops: ArrayOps, totals: Array, forced: Array | None) -> list[tuple[Array, int]]:
+    """Each constraint state's candidates (batch, n) from the live beams' scores of every next word (batch, width, V),
+    with the beam its index // V counts from.
+
+    Plain search: one state. Constrained (forced (batch, V): 1 for the words of which one must be written):
+    a met beam stays met with any word, an unmet one meets the constraint with a forced word and stays
+    unmet with any other (Anderson et al.'s finite-state machine for "one of these words", two states).
+    """
+    batch, width, vocab_size = ops.rows(totals), totals.shape[1], totals.shape[2]
+    if forced is None:
+        return [(ops.reshape(totals, [batch, width * vocab_size]), 0)]
+    k = width // 2
+    unmet = totals[:, k:]  # (batch, k, V)
+    enter = unmet + ((1.0 - forced) * NEG_INF)[:, None, :]  # only forced words meet the constraint
+    stay = unmet + (forced * NEG_INF)[:, None, :]  # every other word leaves it unmet
+    # the met candidates: met beams first, so that ties keep a plain search's order
+    met = ops.reshape(ops.concat([totals[:, :k], enter], 1), [batch, width * vocab_size])  # (batch, 2kV)
+    return [(met, 0), (ops.reshape(stay, [batch, k * vocab_size]), k)]
+
+
 def beam_select(ops: ArrayOps, scoring: Scoring, t: Any, logits: Array, alpha: Array, state: Any, beams: Beams,
-                ) -> tuple[Any, ...]:
+                forced: Array | None = None) -> tuple[Any, ...]:
     """One step of beam search after the decoder's: pick the survivors, the finished and the greedy word.
 
-    Expands every live beam, sends candidates ending in <end> to the finished pool (on the few steps
-    where one ends; the pool is unchanged otherwise), keeps the best others alive and reorders the
-    decoder state to match. Returns the next tokens (batch*(k+1),), that state and the new Beams.
+    Expands every live beam and, per constraint state, sends candidates ending in <end> to that state's
+    finished pool (on the few steps where one ends; the pool is unchanged otherwise) and keeps the best
+    others alive, then reorders the decoder state to match. Returns the next tokens (batch*(width+1),),
+    that state and the new Beams.
     """
-    batch, k, max_length = ops.rows(beams.alive_seq), beams.alive_seq.shape[1], beams.alive_seq.shape[2]
+    batch, width, max_length = ops.rows(beams.alive_seq), beams.alive_seq.shape[1], beams.alive_seq.shape[2]
     vocab = scoring.vocab
     cells, vocab_size = beams.alive_alpha.shape[3], len(vocab)
     history = None  # only the repeat rules read the rows' tokens so far
     if scoring.repeat_blocker is not None:
         history = ops.reshape(ops.concat([beams.alive_seq, beams.greedy[0][:, None]], 1), [-1, max_length])
-    log_probs = scoring.log_probs(ops, logits, history, t)  # (batch*(k+1), V)
-    log_probs = ops.reshape(log_probs, [batch, k + 1, vocab_size])
-    alpha = ops.reshape(alpha, [batch, k + 1, cells])
+    log_probs = scoring.log_probs(ops, logits, history, t)  # (batch*(width+1), V)
+    log_probs = ops.reshape(log_probs, [batch, width + 1, vocab_size])
+    alpha = ops.reshape(alpha, [batch, width + 1, cells])
     greedy_tokens, greedy_finished, greedy = greedy_pick(
-        ops, vocab, log_probs[:, k], alpha[:, k], t, beams.greedy_finished, beams.greedy)
-    log_probs, alpha = log_probs[:, :k], alpha[:, :k]  # (batch, k, V), (batch, k, cells)
-    candidates = ops.reshape(beams.alive_score[:, :, None] + log_probs, [batch, k * vocab_size])
-    score, flat = ops.top_k(candidates, 2 * k)  # (batch, 2k)
-    origin, token = flat // vocab_size, flat % vocab_size  # beam each candidate extends, its word
-    ends = token == vocab.end_id
-    done = (beams.done_norm, beams.done_score, beams.done_seq, beams.done_alpha)
-    if ops.any(ends):
-        done = finish(ops, scoring.length_penalty, t, score, ends, *extend(ops, beams, alpha, origin, token, t), beams)
-    # live beams: best k candidates that did not end
-    alive_score, survivors = ops.top_k(ops.where(ends, NEG_INF, score), k)  # (batch, k)
-    origin, token = ops.gather_beams(origin, survivors), ops.gather_beams(token, survivors)  # (batch, k) each
-    alive_seq, alive_alpha = extend(ops, beams, alpha, origin, token, t)
-    # each beam row takes its parent's state; the greedy row (index k) keeps its own
-    parent = ops.concat([origin, ops.fill([batch, 1], k, "int32")], 1)  # (batch, k+1)
-    rows = ops.reshape(parent + ops.arange(batch)[:, None] * (k + 1), [-1])  # (batch*(k+1),)
+        ops, vocab, log_probs[:, width], alpha[:, width], t, beams.greedy_finished, beams.greedy)
+    log_probs, alpha = log_probs[:, :width], alpha[:, :width]  # (batch, width, V), (batch, width, cells)
+    groups = state_candidates(ops, beams.alive_score[:, :, None] + log_probs, forced)
+    k = width // len(groups)
+    pools, alive, origins, tokens = [], [], [], []
+    for g, (candidates, offset) in enumerate(groups):
+        score, flat = ops.top_k(candidates, 2 * k)  # (batch, 2k)
+        origin, token = flat // vocab_size + offset, flat % vocab_size  # beam each candidate extends, its word
+        ends = token == vocab.end_id
+        done = tuple(x[:, g * k:(g + 1) * k]  # this state's finished pool
+                     for x in (beams.done_norm, beams.done_score, beams.done_seq, beams.done_alpha))
+        if ops.any(ends):
+            done = finish(ops, scoring.length_penalty, t, score, ends, *extend(ops, beams, alpha, origin, token, t),
+                          done)
+        # live beams: best k candidates that did not end
+        alive_score, survivors = ops.top_k(ops.where(ends, NEG_INF, score), k)  # (batch, k)
+        origins.append(ops.gather_beams(origin, survivors))  # (batch, k)
+        tokens.append(ops.gather_beams(token, survivors))  # (batch, k)
+        alive.append((alive_score, *extend(ops, beams, alpha, origins[-1], tokens[-1], t)))
+        pools.append(done)
+    # each beam row takes its parent's state; the greedy row (index width) keeps its own
+    parent = ops.concat([*origins, ops.fill([batch, 1], width, "int32")], 1)  # (batch, width+1)
+    rows = ops.reshape(parent + ops.arange(batch)[:, None] * (width + 1), [-1])  # (batch*(width+1),)
     state = nest_map(lambda s: ops.take_rows(s, rows), state)
-    tokens = ops.reshape(ops.concat([token, greedy_tokens[:, None]], 1), [-1])  # (batch*(k+1),)
-    return tokens, state, Beams(greedy, greedy_finished, alive_score, alive_seq, alive_alpha, *done)
+    tokens = ops.reshape(ops.concat([*tokens, greedy_tokens[:, None]], 1), [-1])  # (batch*(width+1),)
+    joined = [ops.concat(list(parts), 1) for parts in (*zip(*alive, strict=True), *zip(*pools, strict=True))]
+    return tokens, state, Beams(greedy, greedy_finished, *joined)
+
+
+def initial_scores(ops: ArrayOps, batch: Any, k: int, forced: Array | None) -> Array:
+    """Live scores (batch, width) before the first step: only the first beam of the start state is live, so the
+    first expansion is not k copies of one. A constrained search starts unmet, or met for an empty constraint."""
+    first = ops.tile(ops.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch, 1])  # (batch, k)
+    if forced is None:
+        return first
+    nothing = ops.fill([batch, k], NEG_INF)
+    unconstrained = (ops.reduce_max(forced, 1) == 0.0)[:, None]  # (batch, 1)
+    return ops.concat([ops.where(unconstrained, first, nothing), ops.where(unconstrained, nothing, first)], 1)
 
 
 def beam_loop(ops: ArrayOps, decoder: StepDecoder, vocab: Vocabulary, features: Array, settings: SearchSettings,
-              ) -> tuple[Any, ...]:
-    """Beam search keeping `beam_size` live hypotheses and the `beam_size` best finished ones.
+              forced: Array | None = None) -> tuple[Any, ...]:
+    """Beam search keeping `beam_size` live hypotheses and the `beam_size` best finished ones, or with `forced`
+    (batch, V) (1 for the words of which the caption must write one; all 0 for no constraint) as many per
+    constraint state: constrained beam search.
 
     Each step runs the decoder, then beam_select; the search stops once the best live beam, were it to
-    end at the next step, would not beat the `keep`-th best finished one, as only the best `keep` are
-    wanted: the usual length-normalised stopping rule. (Waiting until no live beam could beat it at any
-    length changed 3 of the shipped model's 1,000 dev captions, at 13.9 steps a caption instead of 10.7;
-    greedy takes 10.0.) The greedy caption is decoded in the same steps, as one more row per image, so
-    the fallback costs no second pass over the weights.
+    end at the next step (an unmet one: after one more word), would not beat the `keep`-th best finished
+    one that met the constraint, as only the best `keep` are wanted: the usual length-normalised stopping
+    rule. (Waiting until no live beam could beat it at any length changed 3 of the shipped model's 1,000
+    dev captions, at 13.9 steps a caption instead of 10.7; greedy takes 10.0.) The greedy caption is decoded
+    in the same steps, as one more row per image, so the fallback costs no second pass over the weights.
     """
     k, keep, max_length, length_penalty = settings.beam_size, settings.keep, settings.max_length, \
         settings.length_penalty
+    width = k if forced is None else 2 * k
     scoring = Scoring.of(ops, vocab, settings)
     batch, cells = ops.rows(features), features.shape[1]
-    memory, state = start(ops, decoder, features, k + 1)  # state (batch * (k+1), ...): k beams, then greedy
-    # Only the first beam is live at the start, so the first expansion is not k copies of one.
+    memory, state = start(ops, decoder, features, width + 1)  # state (batch * (width+1), ...): beams, then greedy
     beams = Beams(greedy_outputs(ops, batch, cells, max_length), ops.zeros([batch], "bool"),
-                  ops.tile(ops.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch, 1]),
-                  ops.zeros([batch, k, max_length], "int32"), ops.zeros([batch, k, max_length, cells]),
-                  ops.fill([batch, k], NEG_INF), ops.fill([batch, k], NEG_INF),
-                  ops.zeros([batch, k, max_length], "int32"), ops.zeros([batch, k, max_length, cells]))
-    tokens = ops.fill([batch * (k + 1)], vocab.start_id, "int32")
+                  initial_scores(ops, batch, k, forced),
+                  ops.zeros([batch, width, max_length], "int32"), ops.zeros([batch, width, max_length, cells]),
+                  ops.fill([batch, width], NEG_INF), ops.fill([batch, width], NEG_INF),
+                  ops.zeros([batch, width, max_length], "int32"), ops.zeros([batch, width, max_length, cells]))
+    tokens = ops.fill([batch * (width + 1)], vocab.start_id, "int32")
     longest = float(max_length) ** length_penalty
 
     for t in ops.steps(max_length):
-        logits, alpha, state = decoder.step(tokens, state, memory, False)  # (batch*(k+1), V), (batch*(k+1), cells)
-        tokens, state, beams = beam_select(ops, scoring, t, logits, alpha, state, beams)
+        logits, alpha, state = decoder.step(tokens, state, memory, False)  # (batch*(w+1), V), (batch*(w+1), cells)
+        tokens, state, beams = beam_select(ops, scoring, t, logits, alpha, state, beams, forced)
         # the best live beam's normalised score if <end> came next with probability 1 (length t+2)
         ending_next = beams.alive_score[:, 0] / ops.cast(t + 2, "float32") ** length_penalty
+        if forced is not None:  # an unmet beam needs one more word (length t+3)
+            unmet_next = beams.alive_score[:, k] / ops.cast(t + 3, "float32") ** length_penalty
+            ending_next = ops.where(unmet_next > ending_next, unmet_next, ending_next)
         if ops.all(beams.greedy_finished) & ops.all(beams.done_norm[:, keep - 1] > ending_next):
             break
     # Unfinished hypotheses compete too, in case the pool is not full at max_length.

@@ -7,6 +7,7 @@ TensorFlow, so both make the same Captions from the same arrays.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,8 +39,26 @@ class Search:
     def _greedy(self, features: Array, settings: SearchSettings) -> tuple[Any, ...]:
         return greedy_loop(self.ops, self.decoder, self.vocab, features, settings)
 
-    def _beam(self, features: Array, settings: SearchSettings) -> tuple[Any, ...]:
-        return beam_loop(self.ops, self.decoder, self.vocab, features, settings)
+    def _beam(self, features: Array, settings: SearchSettings, forced: Array | None = None) -> tuple[Any, ...]:
+        return beam_loop(self.ops, self.decoder, self.vocab, features, settings, forced)
+
+    def _wanted(self, constraints: Sequence[Collection[str]] | None, n: int) -> list[set[str]]:
+        """Each image's constraint as the words of the vocabulary it names (the others cannot be written)."""
+        if constraints is None:
+            return [set() for _ in range(n)]
+        if len(constraints) != n:
+            raise ValueError(f"{len(constraints)} constraints for {n} images; give one (maybe empty) set an image.")
+        writable = set(self.vocab.tokens[self.vocab.unk_id + 1:])  # no special token can be required
+        return [writable.intersection(words) for words in constraints]
+
+    def _forced(self, wanted: list[set[str]]) -> np.ndarray | None:
+        """(n, V): 1 for the words of which each image's caption must write one; None when no image has any."""
+        if not any(wanted):
+            return None
+        forced = np.zeros((len(wanted), len(self.vocab)), np.float32)
+        for row, words in enumerate(wanted):
+            forced[row, self.vocab.ids(words)] = 1.0
+        return forced
 
     def _to_caption(self, tokens: np.ndarray, log_prob: float, alpha: np.ndarray, penalty: float) -> Caption:
         ids = np.asarray(tokens).tolist()  # Python ints: the vocabulary reads them one by one
@@ -63,18 +82,29 @@ class Search:
         outputs = self._greedy(self._inputs(features), settings)
         return self._greedy_captions(outputs, options.length_penalty, len(features))
 
-    def beam(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
+    def beam(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING,
+             constraints: Sequence[Collection[str]] | None = None) -> list[Caption]:
         """Beam search; each caption's `ranked` is its n-best list (distinct, best first).
 
         The greedy caption is always a candidate, so a wider beam never returns a caption that
-        scores lower than greedy decoding under the same length normalisation.
+        scores lower than greedy decoding under the same length normalisation. With `constraints` (a set
+        of words an image), constrained beam search: an image's captions write one of its words that the
+        vocabulary has, unless no such caption was found within max_length, when the best unconstrained
+        ones are given; an empty set is plain beam search.
         """
-        if options.beam_size == 1 or len(features) == 0:
+        wanted = self._wanted(constraints, len(features))
+        forced = self._forced(wanted)
+        if (options.beam_size == 1 and forced is None) or len(features) == 0:
             return self.greedy(features, options)
-        *outputs, greedy = self._beam(self._inputs(features), SearchSettings.of(options, self.max_length))
+        inputs = self._inputs(features)
+        *outputs, greedy = self._beam(inputs, SearchSettings.of(options, self.max_length),
+                                      None if forced is None else self._inputs(forced))
         seqs, scores, norms, alphas = (np.asarray(x) for x in outputs)
         results = []
         for i, fallback in enumerate(self._greedy_captions(greedy, options.length_penalty, len(features))):
+            if options.beam_size == 1 and not wanted[i]:  # greedy, as if no image had a constraint
+                results.append(fallback)
+                continue
             pool = {fallback.text: fallback}
             for j in np.argsort(-norms[i]):
                 if scores[i, j] <= NEG_INF / 2:  # an empty slot, or a hypothesis through a blocked token
@@ -82,12 +112,17 @@ class Search:
                 caption = self._to_caption(seqs[i, j], scores[i, j], alphas[i, j], options.length_penalty)
                 if caption.text not in pool or pool[caption.text].score < caption.score:
                     pool[caption.text] = caption
-            ranked = sorted(pool.values(), key=lambda c: -c.score)[: max(options.n_best, 1)]
+            met = [c for c in pool.values() if not wanted[i] or wanted[i].intersection(c.words)]
+            ranked = sorted(met or pool.values(), key=lambda c: -c.score)[: max(options.n_best, 1)]
             best = ranked[0]
             best.alternatives = ranked[1:]
             results.append(best)
         return results
 
-    def generate(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING) -> list[Caption]:
-        """Captions for a batch of feature grids; by default beam 3 (DecodeOptions()), GREEDY for greedy."""
-        return self.greedy(features, options) if options.beam_size == 1 else self.beam(features, options)
+    def generate(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING,
+                 constraints: Sequence[Collection[str]] | None = None) -> list[Caption]:
+        """Captions for a batch of feature grids; by default beam 3 (DecodeOptions()), GREEDY for greedy; with
+        `constraints` (a set of words an image), each caption writes one of its image's words (see `beam`)."""
+        if options.beam_size == 1 and not any(self._wanted(constraints, len(features))):
+            return self.greedy(features, options)
+        return self.beam(features, options, constraints)

@@ -44,6 +44,10 @@ class TensorFlowOps:
         return tf.reduce_any(x)
 
     @staticmethod
+    def reduce_max(x: tf.Tensor, axis: int) -> tf.Tensor:
+        return tf.reduce_max(x, axis)
+
+    @staticmethod
     def where(condition: tf.Tensor, x: Any, y: Any) -> tf.Tensor:
         return tf.where(condition, x, y)
 

@@ -51,8 +51,9 @@ class TFSearch(Search):
                       training: bool = False, copies: int = 1) -> tuple[Any, ...]:
         return greedy_loop(TF, self.decoder, self.vocab, features, settings, sample, training, copies)
 
-    def _beam_graph(self, features: tf.Tensor, settings: SearchSettings) -> tuple[Any, ...]:
-        return beam_loop(TF, self.decoder, self.vocab, features, settings)
+    def _beam_graph(self, features: tf.Tensor, settings: SearchSettings, forced: tf.Tensor | None = None,
+                    ) -> tuple[Any, ...]:
+        return beam_loop(TF, self.decoder, self.vocab, features, settings, forced)
 
     def sample(self, features: tf.Tensor, max_length: int | None = None, training: bool = False,
                copies: int = 1) -> tuple[tf.Tensor, tf.Tensor]:

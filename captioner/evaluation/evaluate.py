@@ -14,7 +14,7 @@ from captioner.decoding.options import DEFAULT_DECODING, GREEDY, Caption, Decode
 from captioner.errors import CaptionerError
 from captioner.evaluation.metrics import score_captions
 from captioner.features import DEFAULT_CACHE_DIR
-from captioner.features.cache import FeatureCache
+from captioner.features.cache import FeatureCache, FeatureTable
 
 
 def caption_split(captioner: ImageCaptioner, dataset: CaptionDataset, split: str,
@@ -29,17 +29,33 @@ def caption_split(captioner: ImageCaptioner, dataset: CaptionDataset, split: str
     failures = cache.extract([dataset.path(n) for n in names], captioner.encoder)
     bad = {str(f.path) for f in failures}
     names = [n for n in names if str(dataset.path(n)) not in bad]
+    classes = class_probabilities(cache, [dataset.path(n) for n in names]) if options.grounding != "off" else None
     captions: dict[str, Caption] = {}
     for start in tqdm(range(0, len(names), batch_size), desc=f"Captioning {split}", unit="batch"):
         batch = names[start:start + batch_size]
         features = cache.load([dataset.path(n) for n in batch]).astype(np.float32)
-        captions.update(zip(batch, captioner.caption_features(features, options), strict=True))
+        probabilities = None if classes is None else classes[start:start + batch_size].astype(np.float32)
+        captions.update(zip(batch, captioner.caption_features(features, options, probabilities), strict=True))
     return captions
 
 
+def class_probabilities(cache: FeatureCache, paths: Sequence[str | os.PathLike]) -> FeatureTable | None:
+    """The cached ImageNet probabilities (a table of (1000,) rows) of the photos, or None for an encoder without a
+    classifier (its cache has no companion); an error if the companion lacks some photos."""
+    classes = cache.class_cache()
+    missing = classes.missing(paths)
+    if len(missing) == len(paths) and not classes.dir.is_dir():
+        return None
+    if missing:
+        raise CaptionerError(f"{classes.dir}: no class probabilities for {len(missing)} of the photos (e.g. "
+                             f"{missing[0]}); delete {cache.dir} and its companion and evaluate again to re-extract.")
+    return classes.table(paths)
+
+
 def decoding_name(options: DecodeOptions) -> str:
-    """Row label of a decoding setting, e.g. 'greedy' or 'beam 3'."""
-    return "greedy" if options.beam_size == 1 else f"beam {options.beam_size}"
+    """Row label of a decoding setting, e.g. 'greedy', 'beam 3' or 'beam 3 constrained'."""
+    name = "greedy" if options.beam_size == 1 else f"beam {options.beam_size}"
+    return name if options.grounding == "off" else f"{name} {options.grounding}"
 
 
 def evaluate_model(captioner: ImageCaptioner, dataset: CaptionDataset, split: str = "dev",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -33,3 +34,24 @@ def top_tags(probabilities: np.ndarray, k: int = TAGS_TOP_K,
     return [[Tag(classes[i].name, float(row[i]), classes[i].caption_word, int(i))
              for i in indices if row[i] >= min_probability]
             for row, indices in zip(probabilities, best, strict=True)]
+
+
+@cache
+def _word_matrix() -> tuple[list[str], np.ndarray]:
+    """The caption words of the class table and a (1000, words) 0/1 matrix: which class has which word."""
+    classes = imagenet_classes()
+    words = sorted({c.caption_word for c in classes if c.caption_word})
+    column = {word: j for j, word in enumerate(words)}
+    matrix = np.zeros((len(classes), len(words)), np.float32)
+    for i, c in enumerate(classes):
+        if c.caption_word:
+            matrix[i, column[c.caption_word]] = 1.0
+    return words, matrix
+
+
+def confident_words(probabilities: np.ndarray, min_probability: float) -> list[dict[str, float]]:
+    """Each photo's caption words with at least `min_probability`, summed over the classes with that word (121
+    dog breeds share "dog"), best first: probabilities (photos, 1000) → {word: probability} a photo."""
+    words, matrix = _word_matrix()
+    by_word = np.asarray(probabilities, np.float32) @ matrix  # (photos, words)
+    return [{words[j]: float(row[j]) for j in np.argsort(-row) if row[j] >= min_probability} for row in by_word]

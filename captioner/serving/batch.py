@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # the file side needs no TensorFlow (the Ray driver only writ
     from captioner.serving.api import Captioner
 
 FORMATS = (".csv", ".jsonl")
-CSV_COLUMNS = ("image", "caption", "confidence", "log_prob", "n_best", "tags")  # n_best, tags: JSON lists in cells
+# n_best, tags, grounded_by: JSON lists in cells
+CSV_COLUMNS = ("image", "caption", "confidence", "log_prob", "n_best", "tags", "grounded_by")
 
 
 @dataclass
@@ -41,14 +42,16 @@ class BatchReport:
 
 
 def caption_record(image: str, caption: Caption) -> dict:
-    """One output row: the image, its best caption with confidence and log p, and the n-best list."""
+    """One output row: the image, its best caption with confidence and log p, the n-best list, the classifier's tags
+    and the tag words a constrained search made the caption name (grounded_by)."""
 
     def scores(c: Caption) -> dict:
         return {"confidence": round(c.confidence, 4), "log_prob": round(c.log_prob, 4)}
 
     return {"image": image, "caption": caption.text, **scores(caption),
             "n_best": [{"caption": c.text, **scores(c)} for c in caption.ranked],
-            "tags": [{"name": t.name, "probability": round(t.probability, 4), "word": t.word} for t in caption.tags]}
+            "tags": [{"name": t.name, "probability": round(t.probability, 4), "word": t.word} for t in caption.tags],
+            "grounded_by": caption.grounded_by}
 
 
 class CaptionFile:
@@ -96,13 +99,14 @@ class CaptionFile:
         buffer = io.StringIO()
         if self.format == ".csv":
             new = not self.path.is_file() or self.path.stat().st_size == 0
-            # A file begun by an older version keeps its own columns (it may have no tags column).
+            # A file begun by an older version keeps its own columns (it may have no tags or grounded_by column).
             writer = csv.DictWriter(buffer, CSV_COLUMNS if new else self._columns(), lineterminator="\n",
                                     extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerows({**r, "n_best": json.dumps(r["n_best"], ensure_ascii=False),
-                              "tags": json.dumps(r["tags"], ensure_ascii=False)} for r in records)
+                              "tags": json.dumps(r["tags"], ensure_ascii=False),
+                              "grounded_by": json.dumps(r["grounded_by"], ensure_ascii=False)} for r in records)
         else:
             buffer.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         with self.path.open("a", encoding="utf-8", newline="") as handle:

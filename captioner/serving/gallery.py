@@ -21,7 +21,6 @@ from PIL import Image
 
 from captioner.artifacts.model_files import MODEL_FILE, VOCAB_FILE, read_model_info, vocabulary_beside
 from captioner.data.images import ImageSource, load_image
-from captioner.decoding.captioning import with_tags
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.errors import CaptionerError, ImageError
 from captioner.serving.loading import load
@@ -250,7 +249,7 @@ def caption_in_languages(models: Mapping[str, Captioner], images: Sequence[Image
         first = models[langs[0]]
         features, probabilities = first.encoder.encode_and_classify(first.load_pixels(images))  # one CNN pass
         for lang in langs:
-            captions = with_tags(models[lang].caption_features(features, options), probabilities)
+            captions = models[lang].caption_features(features, options, probabilities)
             for row, caption in zip(found, captions, strict=True):
                 row[lang] = caption
     return [{lang: row[lang] for lang in models} for row in found]

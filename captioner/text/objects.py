@@ -38,6 +38,16 @@ def object_names() -> list[str]:
     return list(dict.fromkeys(object_phrases().values()))
 
 
+@cache
+def naming_words(word: str) -> frozenset[str]:
+    """The one-token words that name the object `word` names (dog → dog, dogs, puppy, …, lab), or just the word
+    when it names none of the table's objects: what a caption may write for a tag word."""
+    name = object_phrases().get((word,))
+    if name is None:
+        return frozenset([word])
+    return frozenset(key[0] for key, other in object_phrases().items() if other == name and len(key) == 1)
+
+
 def tokens(caption: str | Sequence[str]) -> list[str]:
     """Lower-case word tokens of a caption given as text or as its words."""
     text = caption if isinstance(caption, str) else " ".join(caption)

@@ -1,0 +1,46 @@
+"""Grounding captions in the classifier's tags: the words a constrained search must write one of, and which it did.
+
+A photo's constraint is its confident tag words (docs/grounding.md): those the EfficientNet-Lite classifier
+gives at least DecodeOptions.grounding_min_probability, summed over the classes that share the word, each
+written by any one-token word that names the same object ("dog" by dog, dogs, puppy …) and that the
+model's vocabulary has: a plain model cannot be made to write a word it does not know.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from captioner.decoding.options import Caption, DecodeOptions
+from captioner.features.tags import confident_words
+from captioner.text.objects import naming_words
+from captioner.text.vocabulary import Vocabulary
+
+Constraint = dict[str, frozenset[str]]  # tag word → the vocabulary's words that name it
+
+
+def tag_constraints(probabilities: np.ndarray | None, options: DecodeOptions, vocab: Vocabulary,
+                    ) -> list[Constraint] | None:
+    """Each photo's constraint from the classifier's probabilities (photos, 1000), or None when none applies: grounding
+    off, no classifier (e.g. MobileNetV2), or a vocabulary that is not English words (the tag words are English)."""
+    english_words = (vocab.lang, vocab.tokenization) == ("en", "words")
+    if options.grounding != "constrained" or probabilities is None or not english_words:
+        return None
+    known = set(vocab.tokens[vocab.unk_id + 1:])
+    return [{word: names for word in words if (names := naming_words(word) & known)}
+            for words in confident_words(probabilities, options.grounding_min_probability)]
+
+
+def search_constraints(constraints: Sequence[Constraint]) -> list[frozenset[str]]:
+    """What Search takes: per photo, the words of which the caption must write one."""
+    return [frozenset().union(*constraint.values()) for constraint in constraints]
+
+
+def mark_grounded(captions: list[Caption], constraints: Sequence[Constraint]) -> list[Caption]:
+    """The captions, each (and its alternatives) with `grounded_by` set to the tag words it writes."""
+    for caption, constraint in zip(captions, constraints, strict=True):
+        for hypothesis in caption.ranked:
+            written = set(hypothesis.words)
+            hypothesis.grounded_by = [word for word, names in constraint.items() if names & written]
+    return captions
