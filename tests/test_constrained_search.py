@@ -338,8 +338,8 @@ def test_the_cli_takes_grounding_options():
     """--grounding picks off or constrained; a bad threshold is a one-line error, not a traceback."""
     args = build_parser().parse_args(["caption", "x.jpg", "--grounding", "constrained",
                                       "--grounding-min-probability", "0.5"])
-    assert _decode_options(args).grounding == "constrained"
-    assert _decode_options(args).grounding_min_probability == 0.5
+    assert _decode_options(args, args.beam).grounding == "constrained"
+    assert _decode_options(args, args.beam).grounding_min_probability == 0.5
     with pytest.raises(SystemExit):
         build_parser().parse_args(["evaluate", "--grounding", "copy"])
     args = build_parser().parse_args(["evaluate", "--grounding-min-probability", "2"])

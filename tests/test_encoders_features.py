@@ -109,13 +109,17 @@ class _CountingEncoder:
     def __init__(self, encoder, interrupt_after=None):
         self.encoder, self.interrupt_after, self.calls, self.images = encoder, interrupt_after, 0, 0
         self.name, self.image_size, self.feature_shape = encoder.name, encoder.image_size, encoder.feature_shape
+        self.classifier = encoder.classifier
 
     def __call__(self, images):
+        return self.encode_and_classify(images)[0]
+
+    def encode_and_classify(self, images):
         if self.interrupt_after is not None and self.calls == self.interrupt_after:
             raise KeyboardInterrupt
         self.calls += 1
         self.images += len(images)
-        return self.encoder(images)
+        return self.encoder.encode_and_classify(images)
 
 
 def test_interrupted_extraction_resumes_without_redoing_work(tmp_path, random_encoder):
