@@ -119,11 +119,11 @@ class _CountingCaptioner:
         self.info = type("Info", (), {"encoder": encoder, "image_size": 224})()
         self.word, self.encoded = word, 0
 
-    def encode(self, images):
+    def encode_and_classify(self, images):
         self.encoded += 1
-        return np.zeros((len(images), 49, 8), np.float32)
+        return np.zeros((len(images), 49, 8), np.float32), None
 
-    def caption_features(self, features, options):
+    def caption_features(self, features, options, probabilities=None):
         return [_caption(f"{self.word} {i}") for i in range(len(features))]
 
 
@@ -149,7 +149,7 @@ def test_caption_in_languages_encodes_once_and_matches_each_model_alone(shapes_m
 
     encoded = []
     for lang, model in models.items():
-        monkeypatch.setattr(model, "encode", lambda batch, real=model.encode, lang=lang:
+        monkeypatch.setattr(model, "encode_and_classify", lambda batch, real=model.encode_and_classify, lang=lang:
                             encoded.append((lang, len(batch))) or real(batch))
     found = gallery.caption_in_languages(models, images)
     assert encoded == [("en", 2)]  # one CNN pass for both languages

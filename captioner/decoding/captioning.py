@@ -75,6 +75,11 @@ class ImageCaptioner:
         """Feature grids for a batch of images: (n, cells, channels)."""
         return self.encode_pixels(self.load_pixels(images))
 
+    def encode_and_classify(self, images: Sequence[ImageSource]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Feature grids (n, cells, channels) of a batch of images and, from the same CNN pass, the ImageNet
+        classifier's probabilities (n, 1000), or None for an encoder without one."""
+        return self.encoder.encode_and_classify(self.load_pixels(images))
+
     def load_pixels(self, images: Sequence[ImageSource]) -> np.ndarray:
         """A batch of images read and resized for the encoder: uint8 (n, height, width, 3)."""
         return np.stack([load_array(image, self.image_size) for image in images])

@@ -247,7 +247,7 @@ def caption_in_languages(models: Mapping[str, Captioner], images: Sequence[Image
         return found
     for langs in groups.values():
         first = models[langs[0]]
-        features, probabilities = first.encoder.encode_and_classify(first.load_pixels(images))  # one CNN pass
+        features, probabilities = first.encode_and_classify(images)  # one CNN pass for the group
         for lang in langs:
             captions = models[lang].caption_features(features, options, probabilities)
             for row, caption in zip(found, captions, strict=True):
