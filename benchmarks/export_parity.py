@@ -3,7 +3,7 @@
 Run by hand from the repository root (it is not part of the test suite); it exports each shipped model
 to ONNX first unless runs/bench/export_<name> already holds an export:
 
-    KERAS_HOME=$PWD/.keras python benchmarks/export_parity.py          # en, zh, de, en-fast; 100 dev photos
+    KERAS_HOME=$PWD/.keras python benchmarks/export_parity.py          # en, zh, de, en-fast, en-lite2; 100 dev photos
     KERAS_HOME=$PWD/.keras python benchmarks/export_parity.py --quantize int8 --exports runs/bench/int8
 
 Both sides decode the same feature grids (the Keras encoder's) so that the decoders are compared, and the
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import captioner
+from captioner.artifacts.model_files import vocabulary_beside
 from captioner.decoding.options import DecodeOptions
 from captioner.serving.shipped import SHIPPED_MODELS, shipped_model_paths
 
@@ -39,11 +40,14 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=100)
     parser.add_argument("--exports", default="runs/bench", help="folder of export_<name> folders (made if missing)")
     parser.add_argument("--quantize", choices=["int8"], help="make missing exports with int8 decoder weights")
+    parser.add_argument("--model-file", action="append", default=[], metavar="MYMODEL.h5",
+                        help="also check this model file (tokenizer.pkl beside it), named by its folder")
     args = parser.parse_args()
     photos = dev_photos(Path(args.images), args.photos)
     rows, differences = [], []
-    for name in args.models:
-        model_path, vocab_path = shipped_model_paths(name)
+    models = [(name, *shipped_model_paths(name)) for name in args.models]
+    models += [(Path(file).parent.name, Path(file), vocabulary_beside(file)) for file in args.model_file]
+    for name, model_path, vocab_path in models:
         folder = Path(args.exports) / f"export_{name}"
         if not (folder / "manifest.json").is_file():
             quantize = ["--quantize", args.quantize] if args.quantize else []
