@@ -36,10 +36,11 @@ BEAM3 = DecodeOptions(beam_size=3)
 
 
 def seed_style_features(model: Captioner, path: Path) -> np.ndarray:
-    """The CNN grid through `model.predict`, as the seed app computed it: (1, 49, 1280)."""
+    """The CNN grid through `model.predict`, as the seed app computed it: (1, cells, 1280)."""
     encoder = model.encoder
     pixels = load_array(path, encoder.image_size)[None].astype("float32")  # (1, 224, 224, 3)
-    grid = encoder.model.predict(encoder.backbone.preprocess(pixels), verbose=0)  # (1, 7, 7, 1280)
+    outputs = encoder.model.predict(encoder.backbone.preprocess(pixels), verbose=0)
+    grid = outputs[0] if encoder.classifier else outputs  # (1, 7, 7, 1280); the classifier's logits unused
     return grid.reshape(1, -1, grid.shape[-1])
 
 

@@ -18,7 +18,7 @@ import platformdirs
 
 from captioner.artifacts.manifest import EXPORT_VERSION, MANIFEST_FILE
 from captioner.artifacts.model_files import MODEL_FILE, VOCAB_FILE
-from captioner.errors import CaptionerError
+from captioner.errors import CaptionerError, WeightsError
 
 if TYPE_CHECKING:
     from captioner.portable.model import PortableCaptioner
@@ -76,6 +76,8 @@ def load(model_path: str | os.PathLike = MODEL_FILE, vocab_path: str | os.PathLi
 
         try:
             return PortableCaptioner(cached_export(model_path, vocab_path))
+        except WeightsError:
+            raise  # TensorFlow would need the same weights: say so once
         except (CaptionerError, ImportError) as error:
             if runtime == "portable":
                 raise
