@@ -10,13 +10,13 @@ $KERAS_HOME/models/, where Keras keeps its own downloads.
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from captioner.atomic import atomic_path
 from captioner.errors import WeightsError
 from captioner.features.torch_checkpoint import load_state_dict
 
@@ -154,10 +154,8 @@ def converted_weights(variant: str, cache_dir: Path) -> Path:
         return target
     model = build_lite(variant)
     load_checkpoint(model, load_state_dict(package_checkpoint(variant)))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp.weights.h5")
-    model.save_weights(temporary)
-    os.replace(temporary, target)
+    with atomic_path(target, suffix=".weights.h5") as partial:  # Keras insists on the suffix
+        model.save_weights(partial)
     return target
 
 

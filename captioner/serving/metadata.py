@@ -8,13 +8,11 @@ process at any point leaves the original byte-identical.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from captioner.atomic import atomic_path
 from captioner.errors import CaptionerError
 
 #: The --write targets, in the order they are written.
@@ -25,7 +23,6 @@ SIDECAR_STYLES = ("photo.xmp", "photo.jpg.xmp")
 EMBED_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif")
 IPTC_SUFFIXES = (".jpg", ".jpeg", ".tif", ".tiff")  # IPTC-IIM is standard only in these
 DESCRIPTION_TAGS = ("XMP-dc:Description", "EXIF:ImageDescription", "IPTC:Caption-Abstract")
-TEMP_MARK = ".captioner-tmp"
 
 
 class MetadataError(CaptionerError):
@@ -84,33 +81,13 @@ def caption_tags(text: str, lang: str, keywords: Sequence[str], iptc: bool) -> l
     return args
 
 
-def _temp_beside(path: Path) -> Path:
-    """A new empty file name beside `path` with the same suffix (ExifTool picks the format by it)."""
-    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{TEMP_MARK}{path.suffix}", dir=path.parent)
-    os.close(handle)
-    return Path(name)
-
-
-def replace_atomically(path: Path, edit, copy_original: bool = True) -> None:
-    """Apply `edit(temp)` to a copy of `path` (or, for a new file, to a temp name) beside it and rename the copy
-    over `path`; on any failure the temp file is removed and `path` is as it was."""
-    temp = _temp_beside(path)
-    try:
+def replace_atomically(path: Path, edit: Callable[[Path], object], copy_original: bool = True) -> None:
+    """Apply `edit(temp)` to a copy of `path` (or, for a new file, to a fresh name) beside it and rename the
+    copy over `path` (captioner.atomic); on any failure the copy is removed and `path` is as it was."""
+    with atomic_path(path, suffix=path.suffix) as temp:  # ExifTool picks the format by the suffix
         if copy_original:
             shutil.copy2(path, temp)  # keeps mode and times
-        else:
-            temp.unlink()  # ExifTool -o refuses to overwrite; the name is reserved until here
         edit(temp)
-        with temp.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable; not every filesystem lets a folder be opened
-        folder = os.open(path.parent, os.O_RDONLY)
-        os.fsync(folder)
-        os.close(folder)
 
 
 def sidecar_path(image: Path, style: str = SIDECAR_STYLES[0]) -> Path:
