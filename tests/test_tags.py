@@ -112,3 +112,8 @@ def test_auto_runtime_exports_once_and_captions_as_keras_does(lite_shapes_model,
         assert ours.confidence == pytest.approx(theirs.confidence, abs=1e-4)
     with pytest.raises(CaptionerError, match="unknown runtime"):
         captioner.load(result.model_path, result.vocab_path, runtime="gpu")
+    blocker = tmp_path / "a-file"  # a cache "folder" that cannot be created: one line, never a traceback
+    blocker.write_text("")
+    monkeypatch.setenv(loading.CACHE_ENV, str(blocker / "cache"))
+    with pytest.raises(CaptionerError, match="to a writable folder"):
+        captioner.load(result.model_path, result.vocab_path, runtime="portable")

@@ -78,9 +78,10 @@ def load(model_path: str | os.PathLike = MODEL_FILE, vocab_path: str | os.PathLi
             return PortableCaptioner(cached_export(model_path, vocab_path))
         except WeightsError:
             raise  # TensorFlow would need the same weights: say so once
-        except (CaptionerError, ImportError) as error:
+        except (CaptionerError, ImportError, OSError) as error:  # OSError: e.g. a cache folder we cannot write
             if runtime == "portable":
-                raise
+                raise CaptionerError(f"cannot export {model_path} into {export_cache_dir()} ({error}); set "
+                                     f"{CACHE_ENV} to a writable folder, or use --runtime tensorflow.") from None
             print(f"captioner: captioning on TensorFlow, as the model could not be exported ({error})",
                   file=sys.stderr)
     from captioner.serving.api import load_keras
