@@ -7,7 +7,7 @@ from functools import cache
 
 import numpy as np
 
-from captioner.features.imagenet import imagenet_classes
+from captioner.features.imagenet import caption_words, imagenet_classes
 
 TAGS_TOP_K = 5  # at most this many tags a photo
 TAGS_MIN_PROBABILITY = 0.05  # and only classes the classifier gives at least this probability
@@ -39,13 +39,13 @@ def top_tags(probabilities: np.ndarray, k: int = TAGS_TOP_K,
 @cache
 def _word_matrix() -> tuple[list[str], np.ndarray]:
     """The caption words of the class table and a (1000, words) 0/1 matrix: which class has which word."""
-    classes = imagenet_classes()
-    words = sorted({c.caption_word for c in classes if c.caption_word})
+    per_class = caption_words()
+    words = sorted({word for word in per_class if word})
     column = {word: j for j, word in enumerate(words)}
-    matrix = np.zeros((len(classes), len(words)), np.float32)
-    for i, c in enumerate(classes):
-        if c.caption_word:
-            matrix[i, column[c.caption_word]] = 1.0
+    matrix = np.zeros((len(per_class), len(words)), np.float32)
+    for i, word in enumerate(per_class):
+        if word:
+            matrix[i, column[word]] = 1.0
     return words, matrix
 
 

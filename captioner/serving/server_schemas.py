@@ -103,9 +103,8 @@ def decode_image(value: Any) -> bytes:
 
 
 def tag_list(caption: Caption) -> list[dict]:
-    """The caption's ImageNet tags as name and probability; [] until the model gives tags."""
-    return [{"name": t.name, "probability": round(float(t.probability), 4)} for t in getattr(caption, "tags", None)
-            or []]
+    """The caption's ImageNet tags as name and probability; [] for a model without a classifier."""
+    return [{"name": t.name, "probability": round(float(t.probability), 4)} for t in caption.tags]
 
 
 def caption_json(caption: Caption, model: str, lang: str) -> dict:

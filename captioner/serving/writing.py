@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,13 +42,36 @@ class WriteReport:
 
 
 def keywords(caption: Caption) -> list[str]:
-    """The caption's tag names (XMP dc:subject / IPTC Keywords); none until the model gives tags."""
-    return [tag.name for tag in getattr(caption, "tags", None) or []]
+    """The caption's tag names (XMP dc:subject / IPTC Keywords); none for a model without a classifier."""
+    return [tag.name for tag in caption.tags]
 
 
 def needs_tool(targets: Iterable[str]) -> bool:
     """Whether the targets read or write metadata (everything but txt)."""
     return any(target != "txt" for target in targets)
+
+
+@contextmanager
+def open_writers(targets: Sequence[str], sidecar_style: str, prefix: str) -> Iterator[list[Writer]]:
+    """One Writer per target (repeats dropped), sharing one ExifTool process that is closed afterwards."""
+    tool = ExifTool() if needs_tool(targets) else None
+    try:
+        yield [Writer(target, tool, sidecar_style, prefix) for target in dict.fromkeys(targets)]
+    finally:
+        if tool is not None:
+            tool.close()
+
+
+def _skip(writers: Sequence[Writer], path: Path, overwrite: bool, report: WriteReport) -> bool:
+    """Whether `path` needs no write: every target holds a caption already (counted as done, unless
+    overwrite), or they cannot be read (counted as a failure)."""
+    try:
+        done = not overwrite and all(writer.has_caption(path) for writer in writers)
+    except CaptionerError as error:
+        report.failures.append(Failure(path, str(error)))
+        return True
+    report.already_done += done
+    return done
 
 
 def _write_one(writers: Sequence[Writer], path: Path, text: str, lang: str, words: Sequence[str],
@@ -77,15 +101,7 @@ def _pending(paths: Sequence[Path], writers: Sequence[Writer], overwrite: bool, 
             continue
         if image_key(path) in waiting:
             report.for_review += 1
-            continue
-        try:
-            done = not overwrite and all(writer.has_caption(path) for writer in writers)
-        except CaptionerError as error:
-            report.failures.append(Failure(path, str(error)))
-            continue
-        if done:
-            report.already_done += 1
-        else:
+        elif not _skip(writers, path, overwrite, report):
             todo.append(path)
     return todo
 
@@ -98,9 +114,7 @@ def write_captions(captioner: ImageCaptioner, paths: Sequence[str | os.PathLike]
     review = CaptionFile(review_file) if min_confidence is not None else None
     report = WriteReport(review_file=review.path if review else None)
     lang = captioner.vocab.lang
-    tool = ExifTool() if needs_tool(targets) else None
-    try:
-        writers = [Writer(target, tool, sidecar_style, prefix) for target in dict.fromkeys(targets)]
+    with open_writers(targets, sidecar_style, prefix) as writers:
         todo = _pending([Path(p) for p in paths], writers, overwrite, review, report)
         with tqdm(total=len(todo), desc="Captioning", unit="img", disable=not progress or not todo) as bar:
             for captioned, failures in captioner.caption_files(todo, options, batch_size):
@@ -119,9 +133,6 @@ def write_captions(captioner: ImageCaptioner, paths: Sequence[str | os.PathLike]
                     review.append(low)
                     report.for_review += len(low)
                 bar.update(len(captioned) + len(failures))
-    finally:
-        if tool is not None:
-            tool.close()
     return report
 
 
@@ -149,26 +160,15 @@ def write_reviewed(path: str | os.PathLike, targets: Sequence[str], lang: str = 
     """Write the captions of a reviewed CSV/JSONL file into each of `targets`, as `write_captions` would have."""
     rows = read_reviewed(path)
     report = WriteReport()
-    tool = ExifTool() if needs_tool(targets) else None
-    try:
-        writers = [Writer(target, tool, sidecar_style, prefix) for target in dict.fromkeys(targets)]
+    with open_writers(targets, sidecar_style, prefix) as writers:
         for image, text in rows:
             if not image.is_file():
                 report.failures.append(Failure(image, f"{image}: no such image file; run from the folder the "
                                                       f"review file was written in."))
+            elif _skip(writers, image, overwrite, report):
                 continue
-            try:
-                done = not overwrite and all(writer.has_caption(image) for writer in writers)
-            except CaptionerError as error:
-                report.failures.append(Failure(image, str(error)))
-                continue
-            if done:
-                report.already_done += 1
             elif failure := _write_one(writers, image, text, lang, (), overwrite):
                 report.failures.append(failure)
             else:
                 report.written += 1
-    finally:
-        if tool is not None:
-            tool.close()
     return report
