@@ -148,7 +148,7 @@ def decoding_controls() -> DecodeOptions:
                                  help="Each caption must name one of the things the ImageNet classifier is sure of "
                                       "(EfficientNet-Lite models, English): constrained beam search.")
     return DecodeOptions(beam_size=1 if greedy else beam, n_best=1 if greedy else n_best,
-                         grounding="constrained" if grounded else "off")
+                         grounding="constrained" if grounded else DEFAULT_DECODING.grounding)
 
 
 def missing_model(error: CaptionerError, lang: str, paths: gallery.ModelPaths) -> None:

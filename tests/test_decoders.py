@@ -13,6 +13,7 @@ from captioner.artifacts.model_files import METADATA_ATTR, ModelInfo, read_model
 from captioner.decoding.options import GREEDY, DecodeOptions
 from captioner.decoding.tf_search import TFSearch
 from captioner.errors import ArtifactError, CaptionerError
+from captioner.models import CLASS_READERS
 from captioner.models.base import build_caption_model, decoder_class, get_decoder, registered_decoders
 from captioner.models.ensemble import Ensemble
 from captioner.serving.api import Captioner, ensemble
@@ -24,9 +25,17 @@ CELLS, CHANNELS = 6, 10
 SIZES = {"embedding_dim": 12, "units": 16, "attention_units": 8, "dropout": 0.0}
 
 
+#: What a decoder needs beyond the sizes: the grounded one, a (tiny) class → word table and its tag count. Its
+#: features' last row is then read as the classifier's probabilities (random here: only the contract is checked).
+DECODER_ARGS = {"grounded": {"class_words": [4, -1, 7, 9], "class_dim": 3, "tags": 2}}
+
+
 def _model(seed: int, decoder: str = "sat") -> keras.Model:
     keras.utils.set_random_seed(seed)
-    return build_caption_model(len(VOCAB), (CELLS, CHANNELS), decoder, **SIZES)
+    model = build_caption_model(len(VOCAB), (CELLS, CHANNELS), decoder, **SIZES, **DECODER_ARGS.get(decoder, {}))
+    if decoder in CLASS_READERS:
+        get_decoder(model).set_class_vectors(np.random.default_rng(seed).normal(size=(3, 4)))
+    return model
 
 
 def _features(n: int = 5) -> np.ndarray:

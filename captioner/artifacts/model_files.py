@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from captioner.artifacts.scores import without_scores
 from captioner.atomic import atomic_path, partial_path, write_bytes
 from captioner.errors import ArtifactError
-from captioner.models import DEFAULT_DECODER
+from captioner.models import CLASS_READERS, DEFAULT_DECODER
 from captioner.text.vocabulary import Vocabulary
 
 if TYPE_CHECKING:  # h5py, Keras and TensorFlow load when a model file is read or written, not on import
@@ -198,7 +198,8 @@ def matching_encoder(model: keras.Model, info: ModelInfo, weights: str | os.Path
     from captioner.features.encoders import shared_encoder
 
     encoder = shared_encoder(info.encoder, weights)
-    expected = tuple(model.inputs[0].shape[1:])
+    cells, channels = model.inputs[0].shape[1:]
+    expected = (cells - (info.decoder in CLASS_READERS), channels)  # a grounded model: the grid, less the class row
     if encoder.feature_shape != expected:
         raise ArtifactError(f"encoder {info.encoder} gives {encoder.feature_shape} features but the model expects "
                             f"{expected}.")

@@ -65,8 +65,9 @@ def _load(args: argparse.Namespace) -> Captioner:
 
 def _add_grounding_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grounding", choices=GROUNDINGS, default=DECODE_DEFAULTS.grounding,
-                        help="constrained: each caption must name one of the things the encoder's ImageNet "
-                             "classifier is sure of, if the model knows the word (EfficientNet-Lite models, "
+                        help="copy: a grounded model reads the encoder's ImageNet tags and may copy their words "
+                             "(other models: as off); constrained: also, each caption must name one of the things "
+                             "the classifier is sure of, if the model knows the word (EfficientNet-Lite models, "
                              "English; docs/grounding.md) (default: %(default)s)")
     parser.add_argument("--grounding-min-probability", type=float, metavar="P",
                         default=DECODE_DEFAULTS.grounding_min_probability,
@@ -281,7 +282,7 @@ def _print_caption(path: Path, caption: Caption, args: argparse.Namespace, with_
     else:
         for rank, alternative in enumerate(caption.ranked, 1):
             print(f"{lead}{rank}. {alternative.text} ({alternative.confidence:.2f})")
-    if args.grounding != "off" and not args.json:
+    if (args.grounding == "constrained" or caption.grounded_by) and not args.json:
         grounded = ", ".join(caption.grounded_by) or "nothing (no tag word the model knows is clear enough)"
         print(f"{lead}grounded by: {grounded}")
     if args.tags:
@@ -375,7 +376,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(grounding_report({f"{args.split} {name}": {n: c.text for n, c in by_image.items()}
                                 for name, by_image in captions.items()}, dataset.captions,
                                trained_on.get("held_out_concepts")))
-    if args.grounding != "off":
+    if args.grounding == "constrained":
         for name, by_image in captions.items():
             grounded = sum(bool(c.grounded_by) for c in by_image.values())
             print(f"{args.split} {name}: {grounded} of {len(by_image)} captions name a tag word the classifier gave "

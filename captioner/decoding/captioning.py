@@ -15,11 +15,13 @@ import numpy as np
 
 from captioner.artifacts.model_files import ModelInfo
 from captioner.data.images import Failure, ImageSource, load_array, load_batches
-from captioner.decoding.grounding import mark_grounded, search_constraints, tag_constraints
+from captioner.decoding.grounding import mark_copied, mark_grounded, search_constraints, tag_constraints
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.decoding.search import Search
 from captioner.features.cache import PixelEncoder
+from captioner.features.class_row import with_class_row
 from captioner.features.tags import top_tags
+from captioner.models import CLASS_READERS
 from captioner.text.vocabulary import Vocabulary
 
 if TYPE_CHECKING:  # the decoder contract's module imports Keras; the searches run without it
@@ -64,12 +66,19 @@ class ImageCaptioner:
     def caption_features(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING,
                          probabilities: np.ndarray | None = None) -> list[Caption]:
         """Captions for a batch of feature grids (n, cells, channels); given the classifier's probabilities
-        (n, 1000) of the same photos, with their tags and, if `options.grounding` asks, grounded in them."""
+        (n, 1000) of the same photos, with their tags and, as `options.grounding` asks, grounded in them."""
+        reads_classes = self.info.decoder in CLASS_READERS
+        if reads_classes:  # a grounded decoder reads the probabilities as one more row of its features
+            features = with_class_row(features, None if options.grounding == "off" else probabilities)
         constraints = tag_constraints(probabilities, options, self.vocab)
         if constraints is None:
-            return with_tags(self.search.generate(features, options), probabilities)
-        captions = self.search.generate(features, options, search_constraints(constraints))
-        return with_tags(mark_grounded(captions, constraints), probabilities)
+            captions = self.search.generate(features, options)
+        else:
+            captions = mark_grounded(self.search.generate(features, options, search_constraints(constraints)),
+                                     constraints)
+        if reads_classes:
+            captions = mark_copied(captions, probabilities if options.grounding != "off" else None)
+        return with_tags(captions, probabilities)
 
     def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
         """Feature grids for a batch of images: (n, cells, channels)."""

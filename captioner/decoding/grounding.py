@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from captioner.decoding.options import Caption, DecodeOptions
-from captioner.features.tags import confident_words
+from captioner.features.tags import confident_words, top_tags
 from captioner.text.objects import naming_words
 from captioner.text.vocabulary import Vocabulary
 
@@ -35,6 +35,23 @@ def tag_constraints(probabilities: np.ndarray | None, options: DecodeOptions, vo
 def search_constraints(constraints: Sequence[Constraint]) -> list[frozenset[str]]:
     """What Search takes: per photo, the words of which the caption must write one."""
     return [frozenset().union(*constraint.values()) for constraint in constraints]
+
+
+def mark_copied(captions: list[Caption], probabilities: np.ndarray | None, min_share: float = 0.5) -> list[Caption]:
+    """A grounded model's captions, each (and its alternatives) with its attention split into the grid's cells
+    and `copied`, the share of each word taken from the tags (the extra column), and `grounded_by` extended
+    with the words of its top tags that it wrote mostly by copying."""
+    tag_words = ([{t.word for t in tags} for tags in top_tags(probabilities, min_probability=0.0)]  # the K it read
+                 if probabilities is not None else None)
+    for row, caption in enumerate(captions):
+        for hypothesis in caption.ranked:
+            hypothesis.attention, hypothesis.copied = hypothesis.attention[:, :-1], hypothesis.attention[:, -1]
+            if tag_words is None:
+                continue
+            for word, share in zip(hypothesis.words, hypothesis.copied, strict=True):
+                if share >= min_share and word in tag_words[row] and word not in hypothesis.grounded_by:
+                    hypothesis.grounded_by.append(word)
+    return captions
 
 
 def mark_grounded(captions: list[Caption], constraints: Sequence[Constraint]) -> list[Caption]:

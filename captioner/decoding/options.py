@@ -21,7 +21,9 @@ class Caption:
     score: float = 0.0  # log_prob / length**length_penalty, what the search ranks by
     ended: bool = True  # False for a caption cut at the maximum length: no <end> in log_prob
     tags: list[Tag] = field(default_factory=list)  # what the encoder's classifier sees; empty without one
-    grounded_by: list[str] = field(default_factory=list)  # the tag words a constrained search made it name
+    grounded_by: list[str] = field(default_factory=list)  # the tag words it names because of the tags
+    # A grounded model's share of each word taken from the tags (copied) rather than generated; None otherwise.
+    copied: np.ndarray | None = field(default=None, repr=False)  # (len(words),)
 
     @property
     def confidence(self) -> float:
@@ -37,7 +39,7 @@ class Caption:
         return self.text
 
 
-GROUNDINGS = ("off", "constrained")  # how captions are grounded in the classifier's tags (docs/grounding.md)
+GROUNDINGS = ("off", "copy", "constrained")  # how captions are grounded in the classifier's tags (docs/grounding.md)
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,12 @@ class DecodeOptions:
     # applies: Chinese doubles characters in words (狗狗, 泡泡, 滑滑梯).
     block_repeats: bool = True
     max_length: int | None = None  # tokens per caption; default: the vocabulary's max_length + 2
-    # "constrained": the caption must name one of the tag words the classifier gives at least
-    # grounding_min_probability (summed over the classes with that word), if the vocabulary has one:
-    # constrained beam search (Anderson et al. 2017). Models without a classifier have no tags.
-    grounding: str = "off"
+    # "copy": a grounded model (decoder "grounded") reads the tags and may copy their words; other models
+    # caption as with "off", where no tag reaches the decoder. "constrained": as "copy", and the caption
+    # must name one of the tag words the classifier gives at least grounding_min_probability (summed over
+    # the classes with that word), if the vocabulary has one: constrained beam search (Anderson et al.
+    # 2017). Models without a classifier have no tags.
+    grounding: str = "copy"
     grounding_min_probability: float = 0.5  # docs/grounding.md: fewer invented objects than 0.3, CIDEr still up
 
     def __post_init__(self) -> None:

@@ -55,7 +55,7 @@ def class_probabilities(cache: FeatureCache, paths: Sequence[str | os.PathLike])
 def decoding_name(options: DecodeOptions) -> str:
     """Row label of a decoding setting, e.g. 'greedy', 'beam 3' or 'beam 3 constrained'."""
     name = "greedy" if options.beam_size == 1 else f"beam {options.beam_size}"
-    return name if options.grounding == "off" else f"{name} {options.grounding}"
+    return name if options.grounding == DEFAULT_DECODING.grounding else f"{name} {options.grounding}"
 
 
 def evaluate_model(captioner: ImageCaptioner, dataset: CaptionDataset, split: str = "dev",

@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from captioner.features.encoders import ImageEncoder
+from captioner.models import CLASS_READERS
 from captioner.models.base import get_decoder
 
 
@@ -32,8 +33,9 @@ def export_graphs(model: keras.Model, encoder: ImageEncoder) -> ExportGraphs:
     """The encoder with its preprocessing inside the graph, and the decoder contract as flat functions."""
     decoder = get_decoder(model)
     cells, channels = encoder.feature_shape
+    rows = cells + (decoder.registry_name in CLASS_READERS)  # a grounded decoder: the class row too
     size = encoder.backbone.image_size
-    memory, state = decoder.prepare(tf.zeros([1, cells, channels]))
+    memory, state = decoder.prepare(tf.zeros([1, rows, channels]))
     memory_specs = [tf.TensorSpec([None, *x.shape[1:]], tf.float32, f"memory_{i}")
                     for i, x in enumerate(tf.nest.flatten(memory))]
     state_specs = [tf.TensorSpec([None, *x.shape[1:]], tf.float32, f"state_{i}")
@@ -50,7 +52,7 @@ def export_graphs(model: keras.Model, encoder: ImageEncoder) -> ExportGraphs:
             return grid, tf.nn.softmax(outputs[1])  # (batch, cells, channels), (batch, 1000)
         return (grid,)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, cells, channels], tf.float32, "features")])
+    @tf.function(input_signature=[tf.TensorSpec([None, rows, channels], tf.float32, "features")])
     def prepare(features):
         memory, state = decoder.prepare(features)
         return (*tf.nest.flatten(memory), *tf.nest.flatten(state))

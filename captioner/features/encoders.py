@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioner.errors import WeightsError
+from captioner.errors import CaptionerError, WeightsError
 from captioner.features import DEFAULT_ENCODER
 from captioner.features import efficientnet_lite as lite
 
@@ -136,6 +136,13 @@ class ImageEncoder:
     @property
     def image_size(self) -> tuple[int, int]:
         return (self.backbone.image_size, self.backbone.image_size)
+
+    def classifier_kernel(self) -> np.ndarray:
+        """The ImageNet classifier's weights (channels, 1000): a grounded decoder's class vectors."""
+        if not self.classifier:
+            raise CaptionerError(f"encoder '{self.name}' has no ImageNet classifier; a grounded decoder needs one "
+                                 f"(e.g. --encoder efficientnet_lite2).")
+        return keras.ops.convert_to_numpy(self.model.get_layer("classifier").kernel)
 
     @tf.function(reduce_retracing=True)
     def _encode(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

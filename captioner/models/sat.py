@@ -43,16 +43,19 @@ class SoftAttention(layers.Layer):
         """W_a a_i, computed once per image instead of once per word."""
         return self.key(features)  # (batch, cells, units)
 
-    def attend(self, keys: Tensor, query: Tensor) -> Tensor:
-        """The weights α (rows, cells) of queries (rows, units) over projected keys (batch, cells, A).
+    def scores(self, keys: Tensor, query: Tensor) -> Tensor:
+        """The scores e (rows, cells) of queries (rows, units) over projected keys (batch, cells, A).
 
         rows = batch × copies, each image's rows together: beams attend over one copy of their image's keys.
         """
         batch, cells = ops.shape(keys)[0], ops.shape(keys)[1]
         query = ops.reshape(self.query(query), (batch, -1, 1, self.units))  # (batch, copies, 1, A)
         hidden = ops.tanh(ops.expand_dims(keys, 1) + query)  # (batch, copies, cells, A)
-        scores = ops.squeeze(self.score(hidden), -1)  # (batch, copies, cells)
-        return ops.reshape(ops.softmax(scores, axis=-1), (-1, cells))  # (rows, cells)
+        return ops.reshape(ops.squeeze(self.score(hidden), -1), (-1, cells))  # (rows, cells)
+
+    def attend(self, keys: Tensor, query: Tensor) -> Tensor:
+        """The weights α = softmax(e) (rows, cells) of queries (rows, units) over projected keys (batch, cells, A)."""
+        return ops.softmax(self.scores(keys, query), axis=-1)  # (rows, cells)
 
     def call(self, features: Tensor, keys: Tensor, query: Tensor) -> Any:
         """Return the context vector Σ α_i a_i (rows, channels) and the weights α (rows, cells) for the queries."""

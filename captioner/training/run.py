@@ -23,7 +23,9 @@ from captioner.decoding.options import DecodeOptions
 from captioner.decoding.tf_search import TFSearch
 from captioner.errors import CaptionerError, DataError
 from captioner.features.cache import FeatureCache, FeatureTable
+from captioner.features.class_row import ClassRowTable, class_word_ids, grounding_vocabulary
 from captioner.features.encoders import ImageEncoder, get_backbone
+from captioner.models import CLASS_READERS
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.text.objects import without_concepts
 from captioner.text.vocabulary import Vocabulary
@@ -80,12 +82,23 @@ def mirrored_cache(config: TrainConfig) -> FeatureCache:
     return FeatureCache(config.cache_dir, config.encoder, get_backbone(config.encoder).image_size, mirrored=True)
 
 
-def train_table(cache: FeatureCache, config: TrainConfig, paths: list[Path]) -> FeatureTable:
-    """The training images' features, followed with hflip by those of the same photos mirrored."""
+def train_table(cache: FeatureCache, config: TrainConfig, paths: list[Path]) -> Features:
+    """The training images' features, followed with hflip by those of the same photos mirrored; for a decoder
+    that reads the classifier, each with its photo's class probabilities as an extra row."""
     locations = cache.locations(paths)
     if config.hflip:
         locations += mirrored_cache(config).locations(paths)
-    return FeatureTable(locations)
+    table = FeatureTable(locations)
+    if config.decoder not in CLASS_READERS:
+        return table
+    classes = cache.class_cache().locations(paths)  # a mirrored photo's classes: the original's
+    return ClassRowTable(table, FeatureTable(classes * len(views(config.hflip))))
+
+
+def dev_table(cache: FeatureCache, config: TrainConfig, paths: list[Path]) -> Features:
+    """The dev images' features, with their class probabilities for a decoder that reads them."""
+    table = cache.table(paths)
+    return ClassRowTable(table, cache.class_cache().table(paths)) if config.decoder in CLASS_READERS else table
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -228,9 +241,16 @@ def caption_model_and_vocabulary(config: TrainConfig, dataset: CaptionDataset, f
         texts += [m for ms, cs in zip(mirrored, (dataset.captions[n] for n in train_names), strict=True)
                   for m, c in zip(ms, cs, strict=True) if m != c]
     vocab = Vocabulary.build(texts, config.min_count, config.max_length, tokenization, lang)
+    grounded = config.decoder in CLASS_READERS
+    if grounded:  # every tag's caption word can be copied, including those no training caption writes
+        vocab = grounding_vocabulary(vocab)
+    extra = {"class_words": class_word_ids(vocab)} if grounded else {}
     caption_model = build_caption_model(
         len(vocab), feature_shape, config.decoder, embedding_dim=config.embedding_dim,
-        units=config.units, attention_units=config.attention_units, dropout=config.dropout)
+        units=config.units, attention_units=config.attention_units, dropout=config.dropout, **extra)
+    if grounded:
+        get_decoder(caption_model).set_class_vectors(
+            ImageEncoder(config.encoder, config.encoder_weights).classifier_kernel())
     return caption_model, vocab
 
 
@@ -249,7 +269,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, role: Role = 
     dataset, cache = load_features(config, role, log)
     train_names, dev_names = dataset.split("train"), dataset.split("dev")
     train_features = train_table(cache, config, [dataset.path(n) for n in train_names])  # (rows, cells, channels)
-    dev_features = cache.table([dataset.path(n) for n in dev_names])
+    dev_features = dev_table(cache, config, [dataset.path(n) for n in dev_names])
     with role.scope():  # variables and optimizer state per replica
         caption_model, vocab = caption_model_and_vocabulary(config, dataset, train_features.shape[1:])
         log(f"vocabulary: {len(vocab)} tokens (min count {config.min_count})")
