@@ -8,9 +8,10 @@ import tensorflow as tf
 from captioner.data.datasets import CaptionDataset
 from captioner.data.mirror import mirror_caption
 from captioner.features.cache import FeatureTable
+from captioner.features.class_row import ClassRowTable
 from captioner.text.vocabulary import Vocabulary
 
-Features = FeatureTable | np.ndarray  # anything with .shape and numpy-style row indexing
+Features = FeatureTable | ClassRowTable | np.ndarray  # anything with .shape and numpy-style row indexing
 
 
 def _gather(features: Features, index: tf.Tensor) -> tf.Tensor:
