@@ -31,7 +31,7 @@ from captioner.data.images import IMAGE_EXTENSIONS, ImageSource
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.errors import CaptionerError, WeightsError
 from captioner.serving import gallery
-from captioner.serving.attention_maps import overlay
+from captioner.serving.attention_maps import overlay, word_label
 from captioner.serving.shipped import env_names, recipe_path
 
 UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_EXTENSIONS]  # HEIC/AVIF too, where the plugins are installed
@@ -314,8 +314,8 @@ def explain_tab(results: list[gallery.ImageResult], loaded: dict[str, gallery.Lo
     picked = labels.index(label) if label else 0
     left, right, _ = st.columns(3)
     left.image(result.image, caption="input", width="stretch")
-    right.image(overlay(result.image, attention[picked], grid_shape), caption=f"attention for “{words[picked]}”",
-                width="stretch")
+    right.image(overlay(result.image, attention[picked], grid_shape),
+                caption=f"attention for “{word_label(caption, picked)}”", width="stretch")
     st.caption("Every word, in order (bright = where the model looked):")
     small = result.image.copy()
     small.thumbnail((2 * STRIP_WIDTH, 2 * STRIP_WIDTH))

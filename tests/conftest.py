@@ -154,22 +154,34 @@ def shapes_model(tmp_path_factory, mobilenet_weights):
 
 
 @pytest.fixture(scope="session")
-def lite_shapes_model(tmp_path_factory):
-    """The shapes task on EfficientNet-Lite0, whose ImageNet classifier tags each photo; its weights are
-    converted from the installed weights package into this session's Keras cache, as a user's would be."""
+def lite0_weights(tmp_path_factory) -> Path:
+    """EfficientNet-Lite0's weights, converted from the installed weights package into this session's Keras
+    cache, as a user's would be."""
     keras_home = tmp_path_factory.mktemp("keras_home")
     previous = os.environ.get("KERAS_HOME")
     os.environ["KERAS_HOME"] = str(keras_home)
     try:
         from captioner.features.encoders import BACKBONES, resolve_weights
 
-        weights = resolve_weights(BACKBONES["efficientnet_lite0"], "imagenet")  # the converted file
+        return Path(resolve_weights(BACKBONES["efficientnet_lite0"], "imagenet"))  # the converted file
     finally:
         if previous is None:
             os.environ.pop("KERAS_HOME")
         else:
             os.environ["KERAS_HOME"] = previous
-    return train_shapes(tmp_path_factory.mktemp("shapes_lite"), weights, encoder="efficientnet_lite0", epochs=12)
+
+
+@pytest.fixture(scope="session")
+def lite_shapes_model(tmp_path_factory, lite0_weights):
+    """The shapes task on EfficientNet-Lite0, whose ImageNet classifier tags each photo."""
+    return train_shapes(tmp_path_factory.mktemp("shapes_lite"), lite0_weights, encoder="efficientnet_lite0", epochs=12)
+
+
+@pytest.fixture(scope="session")
+def grounded_shapes_model(tmp_path_factory, lite0_weights):
+    """The same task learned by the grounded decoder, which also reads the classifier's tags."""
+    return train_shapes(tmp_path_factory.mktemp("shapes_grounded"), lite0_weights, decoder="grounded",
+                        encoder="efficientnet_lite0", epochs=12)
 
 
 @pytest.fixture(scope="session")

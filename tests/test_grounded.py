@@ -7,8 +7,11 @@ import keras
 import numpy as np
 import pytest
 
-from captioner.decoding.options import GREEDY
+import captioner
+from captioner.artifacts.model_files import read_model_info
+from captioner.decoding.options import GREEDY, DecodeOptions
 from captioner.decoding.tf_search import TFSearch
+from captioner.export import export_model
 from captioner.features.class_row import ClassRowTable, class_word_ids, grounding_vocabulary, with_class_row
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.text.vocabulary import Vocabulary
@@ -93,3 +96,27 @@ def test_vocabulary_gains_only_missing_tag_words():
     assert grown.tokens[len(vocab):] == ["kite", "ring", "square", "star", "zebra"]
     ids = class_word_ids(grown, WORDS)
     assert ids[4] == -1 and [grown.tokens[i] for i in ids if i >= 0] == [w for w in WORDS if w]
+
+
+def test_grounded_model_learns_shapes_and_exports_with_the_same_captions(grounded_shapes_model, tmp_path):
+    """The whole pipeline on the grounded decoder: `captioner train` with EfficientNet-Lite0's tags (class cache,
+    grown vocabulary, the classifier's rows), then the saved file captions held-out shapes on the Keras path, and
+    its ONNX export gives the same captions, copy shares and attention from the same pixels."""
+    shapes, result = grounded_shapes_model, grounded_shapes_model["result"]
+    assert read_model_info(result.model_path).decoder == "grounded"
+    model = captioner.load(result.model_path, result.vocab_path, shapes["weights"], runtime="tensorflow")
+    assert "zebra" in model.vocab.tokens  # a tag word no shapes caption writes
+    images = sorted(shapes["held_out"])[:12]
+    paths = [shapes["folder"] / "images" / name for name in images]
+    captions = model.caption_many(paths)
+    exact = sum(c.text == shapes["held_out"][name] for name, c in zip(images, captions, strict=True))
+    assert exact >= 0.8 * len(images), [c.text for c in captions]
+    assert all(c.copied is not None and c.attention.shape == (len(c.words), 49) for c in captions)
+    folder = export_model(result.model_path, result.vocab_path, "onnx", tmp_path / "onnx", shapes["weights"])
+    portable = captioner.load(folder)
+    for options in (DecodeOptions(), GREEDY, DecodeOptions(grounding="off")):
+        ours, theirs = portable.caption_many(paths, options), model.caption_many(paths, options)
+        assert [c.text for c in ours] == [c.text for c in theirs]
+        for mine, keras_caption in zip(ours, theirs, strict=True):
+            np.testing.assert_allclose(mine.copied, keras_caption.copied, atol=1e-3)
+            np.testing.assert_allclose(mine.attention, keras_caption.attention, atol=1e-3)

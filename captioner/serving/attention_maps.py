@@ -42,14 +42,22 @@ def overlay(image: Image.Image, weights: np.ndarray, grid_shape: tuple[int, int]
     return Image.fromarray(np.clip(shaded, 0, 255).astype(np.uint8))
 
 
+def word_label(caption: Caption, position: int) -> str:
+    """A word as its attention panel names it; for a grounded model, with the share copied from the tags."""
+    word = caption.words[position]
+    if caption.copied is None or caption.copied[position] < 0.05:
+        return word
+    return f"{word} ({caption.copied[position]:.0%} from tags)"
+
+
 def attention_figure(image: Image.Image, caption: Caption, grid_shape: tuple[int, int], columns: int = 5
                      ) -> Figure:
     """A figure: the image, then one panel per word with its attention overlay.
 
     Built without pyplot, so it changes no global matplotlib state (notebooks keep their backend).
     """
-    panels = [("", image)] + [(word, overlay(image, weights, grid_shape))
-                              for word, weights in zip(caption.words, caption.attention, strict=True)]
+    panels = [("", image)] + [(word_label(caption, i), overlay(image, weights, grid_shape))
+                              for i, weights in enumerate(caption.attention)]
     rows = -(-len(panels) // columns)
     fig = Figure(figsize=(2.4 * columns, 2.6 * rows))
     for index, (word, picture) in enumerate(panels):

@@ -43,7 +43,7 @@ class BatchReport:
 
 def caption_record(image: str, caption: Caption) -> dict:
     """One output row: the image, its best caption with confidence and log p, the n-best list, the classifier's tags
-    and the tag words a constrained search made the caption name (grounded_by)."""
+    and the tag words it names because of them (grounded_by: required by a constrained search, or copied)."""
 
     def scores(c: Caption) -> dict:
         return {"confidence": round(c.confidence, 4), "log_prob": round(c.log_prob, 4)}
