@@ -11,10 +11,12 @@ import captioner
 from captioner.artifacts.model_files import read_model_info
 from captioner.decoding.options import GREEDY, DecodeOptions
 from captioner.decoding.tf_search import TFSearch
+from captioner.errors import CaptionerError
 from captioner.export import export_model
 from captioner.features.class_row import ClassRowTable, class_word_ids, grounding_vocabulary, with_class_row
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.text.vocabulary import Vocabulary
+from captioner.training.config import TrainConfig
 from captioner.training.pipelines import caption_dataset
 from captioner.training.xent import CaptionTrainer
 
@@ -120,3 +122,13 @@ def test_grounded_model_learns_shapes_and_exports_with_the_same_captions(grounde
         for mine, keras_caption in zip(ours, theirs, strict=True):
             np.testing.assert_allclose(mine.copied, keras_caption.copied, atol=1e-3)
             np.testing.assert_allclose(mine.attention, keras_caption.attention, atol=1e-3)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"lang": "zh"}, "English captions with word tokens"),
+    ({"encoder": "mobilenet_v2"}, "mobilenet_v2 lacks"),
+])
+def test_a_grounded_recipe_it_cannot_train_is_one_line(settings, message):
+    """Tag words are English and come from an ImageNet classifier: Chinese or MobileNetV2 recipes are refused."""
+    with pytest.raises(CaptionerError, match=message):
+        TrainConfig(data="x", decoder="grounded", **settings)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from captioner.errors import CaptionerError
 from captioner.features import DEFAULT_CACHE_DIR, DEFAULT_ENCODER
-from captioner.models import DEFAULT_DECODER
+from captioner.models import CLASS_READERS, DEFAULT_DECODER
 from captioner.text.objects import parse_concepts
 from captioner.text.vocabulary import MAX_CAPTION_LENGTH, TOKENIZATIONS, default_tokenization
 
@@ -70,6 +70,15 @@ class TrainConfig:
         for name in ("select_beam", "eval_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise CaptionerError(f"{name} must be at least 1, not {getattr(self, name)}.")
+        if self.decoder in CLASS_READERS:
+            if (self.lang or "en", self.tokenization) != ("en", "words"):
+                raise CaptionerError(f"decoder {self.decoder!r} copies the English words of ImageNet tags: train it "
+                                     f"on English captions with word tokens (other languages: decoder sat).")
+            from captioner.features.encoders import get_backbone  # TensorFlow: only for this recipe
+
+            if not get_backbone(self.encoder).classifier:
+                raise CaptionerError(f"decoder {self.decoder!r} reads the encoder's ImageNet classifier, which "
+                                     f"{self.encoder} lacks: use encoder efficientnet_lite2 or efficientnet_lite0.")
         if self.objective == "scst":
             if not self.init_from:
                 raise CaptionerError("self-critical training fine-tunes a trained model: set init_from.")
