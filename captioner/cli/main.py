@@ -376,11 +376,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(grounding_report({f"{args.split} {name}": {n: c.text for n, c in by_image.items()}
                                 for name, by_image in captions.items()}, dataset.captions,
                                trained_on.get("held_out_concepts")))
-    if args.grounding == "constrained":
-        for name, by_image in captions.items():
-            grounded = sum(bool(c.grounded_by) for c in by_image.values())
+    for name, by_image in captions.items():
+        grounded = sum(bool(c.grounded_by) for c in by_image.values())
+        if args.grounding == "constrained":
             print(f"{args.split} {name}: {grounded} of {len(by_image)} captions name a tag word the classifier gave "
                   f"at least {args.grounding_min_probability} (the others had none the model knows)")
+        elif grounded:  # a grounded model's copies
+            print(f"{args.split} {name}: {grounded} of {len(by_image)} captions copy a word of their photo's tags")
     print("SPICE is not reported: it needs Stanford CoreNLP models downloaded at run time.")
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=2))
