@@ -108,10 +108,11 @@ def tag_list(caption: Caption) -> list[dict]:
 
 
 def caption_json(caption: Caption, model: str, lang: str) -> dict:
-    """captioner's own reply: the caption, its confidence, the n-best list, tags, language and model."""
+    """captioner's own reply: the caption, its confidence, the n-best list, tags, the tag words it names because of
+    them (grounded_by), language and model."""
     return {"caption": caption.text, "confidence": round(caption.confidence, 4),
             "n_best": [{"caption": c.text, "confidence": round(c.confidence, 4)} for c in caption.ranked],
-            "tags": tag_list(caption), "language": lang, "model": model}
+            "tags": tag_list(caption), "grounded_by": caption.grounded_by, "language": lang, "model": model}
 
 
 def answer_text(caption: Caption, lang: str, as_json: bool) -> str:
