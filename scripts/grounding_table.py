@@ -26,7 +26,7 @@ MODES = ("off", "copy", "constrained")
 
 def measure(name: str, path: str, dataset, cache_dir: str, fast: bool) -> tuple[list[dict], dict]:
     """One row per grounding mode the model has (copy only for grounded models), and its captions per mode."""
-    model = captioner.load(path, runtime="tensorflow")
+    model = captioner.load(path, Path(path).with_name("tokenizer.pkl"), runtime="tensorflow")
     held_out = (model.info.extra or {}).get("config", {}).get("held_out_concepts")
     modes = MODES if model.info.decoder == "grounded" else ("off", "constrained")
     rows, captions = [], {}
