@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--cache-dir", default="cache/features")
     parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH")
-    parser.add_argument("--output", required=True, help="JSON: rows, and example captions")
+    parser.add_argument("--output", required=True, help="JSON: rows, example captions, every caption")
     parser.add_argument("--figure", help="PNG of CIDEr against CHAIR_s (and held-out F1)")
     parser.add_argument("--fast", action="store_true", help="skip Java (PTB tokenizer, METEOR)")
     args = parser.parse_args()
@@ -110,8 +110,8 @@ def main() -> None:
         name, path = spec.split("=", 1)
         model_rows, captions[name] = measure(name, path, dataset, args.cache_dir, args.fast)
         rows += model_rows
-    Path(args.output).write_text(json.dumps({"rows": rows, "examples": examples(captions, dataset.captions)},
-                                            indent=2))
+    Path(args.output).write_text(json.dumps({"rows": rows, "examples": examples(captions, dataset.captions),
+                                             "captions": captions}, indent=2))
     print(markdown(rows))
     if args.figure:
         figure(rows, Path(args.figure))
