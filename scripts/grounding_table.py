@@ -21,17 +21,23 @@ from captioner.decoding.options import DecodeOptions
 from captioner.evaluation.evaluate import evaluate_model
 from captioner.evaluation.grounding import concept_f1, hallucination
 
-MODES = ("off", "copy", "constrained")
+
+def modes(grounded: bool, thresholds: list[float]) -> dict[str, DecodeOptions]:
+    """The decodings to compare (beam 3): off, copy (grounded models only) and constrained at each threshold."""
+    chosen = {"off": DecodeOptions(grounding="off")} | ({"copy": DecodeOptions(grounding="copy")} if grounded else {})
+    default = DecodeOptions().grounding_min_probability
+    return chosen | {"constrained" + ("" if t == default else f" {t}"):
+                     DecodeOptions(grounding="constrained", grounding_min_probability=t) for t in thresholds}
 
 
-def measure(name: str, path: str, dataset, cache_dir: str, fast: bool) -> tuple[list[dict], dict]:
-    """One row per grounding mode the model has (copy only for grounded models), and its captions per mode."""
+def measure(name: str, path: str, dataset, cache_dir: str, fast: bool, thresholds: list[float],
+            ) -> tuple[list[dict], dict]:
+    """One row per grounding mode (copy only for grounded models), and the captions of each."""
     model = captioner.load(path, Path(path).with_name("tokenizer.pkl"), runtime="tensorflow")
     held_out = (model.info.extra or {}).get("config", {}).get("held_out_concepts")
-    modes = MODES if model.info.decoder == "grounded" else ("off", "constrained")
     rows, captions = [], {}
-    for mode in modes:
-        scores, by_decoding = evaluate_model(model, dataset, "dev", [DecodeOptions(grounding=mode)], cache_dir, fast)
+    for mode, options in modes(model.info.decoder == "grounded", thresholds).items():
+        scores, by_decoding = evaluate_model(model, dataset, "dev", [options], cache_dir, fast)
         (row_scores,), (by_image,) = scores.values(), by_decoding.values()
         texts = {image: caption.text for image, caption in by_image.items()}
         row = {"model": name, "grounding": mode, **row_scores, **hallucination(texts, dataset.captions),
@@ -87,7 +93,7 @@ def examples(captions: dict[str, dict[str, dict[str, str]]], references, limit: 
     """Dev photos whose caption changed between grounding off and the model's default, with their references."""
     found = []
     for name, by_mode in captions.items():
-        mode = "copy" if "copy" in by_mode else "constrained"
+        mode = "copy" if "copy" in by_mode else next(m for m in by_mode if m.startswith("constrained"))
         for image, text in by_mode[mode].items():
             if text != by_mode["off"][image] and len(found) < limit * len(captions):
                 found.append({"model": name, "image": image, "off": by_mode["off"][image], mode: text,
@@ -103,12 +109,14 @@ def main() -> None:
     parser.add_argument("--output", required=True, help="JSON: rows, example captions, every caption")
     parser.add_argument("--figure", help="PNG of CIDEr against CHAIR_s (and held-out F1)")
     parser.add_argument("--fast", action="store_true", help="skip Java (PTB tokenizer, METEOR)")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[DecodeOptions().grounding_min_probability],
+                        help="grounding_min_probability values of the constrained rows")
     args = parser.parse_args()
     dataset = load_dataset(args.data)
     rows, captions = [], {}
     for spec in args.model:
         name, path = spec.split("=", 1)
-        model_rows, captions[name] = measure(name, path, dataset, args.cache_dir, args.fast)
+        model_rows, captions[name] = measure(name, path, dataset, args.cache_dir, args.fast, args.thresholds)
         rows += model_rows
     Path(args.output).write_text(json.dumps({"rows": rows, "examples": examples(captions, dataset.captions),
                                              "captions": captions}, indent=2))
