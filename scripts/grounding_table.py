@@ -23,8 +23,12 @@ from captioner.evaluation.grounding import concept_f1, hallucination
 
 
 def modes(grounded: bool, thresholds: list[float]) -> dict[str, DecodeOptions]:
-    """The decodings to compare (beam 3): off, copy (grounded models only) and constrained at each threshold."""
-    chosen = {"off": DecodeOptions(grounding="off")} | ({"copy": DecodeOptions(grounding="copy")} if grounded else {})
+    """The decodings to compare (beam 3): off, tags without the veto (grounded models only), tags and constrained at
+    each threshold."""
+    chosen = {"off": DecodeOptions(grounding="off")}
+    if grounded:
+        chosen["tags, no veto"] = DecodeOptions(grounding_veto=0.0)
+    chosen["tags"] = DecodeOptions()
     default = DecodeOptions().grounding_min_probability
     return chosen | {"constrained" + ("" if t == default else f" {t}"):
                      DecodeOptions(grounding="constrained", grounding_min_probability=t) for t in thresholds}
@@ -32,7 +36,7 @@ def modes(grounded: bool, thresholds: list[float]) -> dict[str, DecodeOptions]:
 
 def measure(name: str, path: str, dataset, cache_dir: str, fast: bool, thresholds: list[float],
             ) -> tuple[list[dict], dict]:
-    """One row per grounding mode (copy only for grounded models), and the captions of each."""
+    """One row per grounding mode, and the captions of each."""
     model = captioner.load(path, Path(path).with_name("tokenizer.pkl"), runtime="tensorflow")
     held_out = (model.info.extra or {}).get("config", {}).get("held_out_concepts")
     rows, captions = [], {}
@@ -93,7 +97,7 @@ def examples(captions: dict[str, dict[str, dict[str, str]]], references, limit: 
     """Dev photos whose caption changed between grounding off and the model's default, with their references."""
     found = []
     for name, by_mode in captions.items():
-        mode = "copy" if "copy" in by_mode else next(m for m in by_mode if m.startswith("constrained"))
+        mode = "tags"
         for image, text in by_mode[mode].items():
             if text != by_mode["off"][image] and len(found) < limit * len(captions):
                 found.append({"model": name, "image": image, "off": by_mode["off"][image], mode: text,

@@ -245,13 +245,13 @@ def test_tag_constraints_sum_classes_that_share_a_word_and_keep_what_the_vocabul
     assert tag_constraints(probabilities, replace(on, grounding_min_probability=0.2), vocab) == [
         {"dog": frozenset({"dog", "dogs", "puppy"}), "cat": frozenset({"cat"})}]
     assert tag_constraints(_probabilities(zebra=0.9), on, VOCAB) == [{}]  # "zebra": not in this vocabulary
-    assert tag_constraints(probabilities, DecodeOptions(), vocab) is None  # the default, copy: no constraint
+    assert tag_constraints(probabilities, DecodeOptions(), vocab) is None  # the default, tags: no constraint
     assert tag_constraints(probabilities, DecodeOptions(grounding="off"), vocab) is None
     assert tag_constraints(None, on, vocab) is None  # no classifier
     chinese = Vocabulary([*SPECIAL_TOKENS, "狗", "dog"], tokenization="chars", lang="zh")
     assert tag_constraints(probabilities, on, chinese) is None  # the tag words are English
     with pytest.raises(ValueError, match="grounding must be one of"):
-        DecodeOptions(grounding="tags")
+        DecodeOptions(grounding="copy")
     with pytest.raises(ValueError, match="grounding_min_probability"):
         DecodeOptions(grounding_min_probability=0.0)
 
@@ -336,14 +336,14 @@ def test_evaluation_reads_the_class_probabilities_beside_the_cached_features(ima
 
 
 def test_the_cli_takes_grounding_options():
-    """--grounding picks off, copy or constrained; a bad threshold is a one-line error, not a traceback."""
+    """--grounding picks off, tags or constrained; a bad threshold is a one-line error, not a traceback."""
     args = build_parser().parse_args(["caption", "x.jpg", "--grounding", "constrained",
                                       "--grounding-min-probability", "0.5"])
     assert _decode_options(args, args.beam).grounding == "constrained"
     assert _decode_options(args, args.beam).grounding_min_probability == 0.5
-    assert build_parser().parse_args(["evaluate"]).grounding == "copy"
+    assert build_parser().parse_args(["evaluate"]).grounding == "tags"
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["evaluate", "--grounding", "tags"])
+        build_parser().parse_args(["evaluate", "--grounding", "copy"])
     args = build_parser().parse_args(["evaluate", "--grounding-min-probability", "2"])
     with pytest.raises(CaptionerError, match="grounding_min_probability must be in"):
         _decode_options(args, beam_size=3)

@@ -65,13 +65,17 @@ def _load(args: argparse.Namespace) -> Captioner:
 
 def _add_grounding_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grounding", choices=GROUNDINGS, default=DECODE_DEFAULTS.grounding,
-                        help="copy: a grounded model reads the encoder's ImageNet tags and may copy their words "
-                             "(other models: as off); constrained: also, each caption must name one of the things "
-                             "the classifier is sure of, if the model knows the word (EfficientNet-Lite models, "
-                             "English; docs/grounding.md) (default: %(default)s)")
+                        help="tags: a grounded model reads the encoder's ImageNet tags and may copy their words, "
+                             "and no caption names an object the classifier could see but does not; constrained: "
+                             "also, each caption must name one of the things the classifier is sure of, if the "
+                             "model knows the word (EfficientNet-Lite models, English; docs/grounding.md) "
+                             "(default: %(default)s)")
     parser.add_argument("--grounding-min-probability", type=float, metavar="P",
                         default=DECODE_DEFAULTS.grounding_min_probability,
                         help="how sure the classifier must be of a word to require it (default: %(default)s)")
+    parser.add_argument("--grounding-veto", type=float, metavar="P", default=DECODE_DEFAULTS.grounding_veto,
+                        help="no caption names an object ImageNet has classes for (people excepted) that the "
+                             "classifier gives less than this; 0: no veto (default: %(default)s)")
 
 
 def _add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -265,7 +269,8 @@ def _decode_options(args: argparse.Namespace, beam_size: int, n_best: int = DECO
     try:
         return dataclasses.replace(DECODE_DEFAULTS, beam_size=beam_size, n_best=n_best,
                                    length_penalty=args.length_penalty, block_repeats=not args.allow_repeats,
-                                   grounding=args.grounding, grounding_min_probability=args.grounding_min_probability)
+                                   grounding=args.grounding, grounding_min_probability=args.grounding_min_probability,
+                                   grounding_veto=args.grounding_veto)
     except ValueError as error:
         raise CaptionerError(f"{error}; see --help.") from None
 

@@ -15,7 +15,13 @@ import numpy as np
 
 from captioner.artifacts.model_files import ModelInfo
 from captioner.data.images import Failure, ImageSource, load_array, load_batches
-from captioner.decoding.grounding import mark_copied, mark_grounded, search_constraints, tag_constraints
+from captioner.decoding.grounding import (
+    mark_copied,
+    mark_grounded,
+    search_constraints,
+    tag_constraints,
+    unseen_objects,
+)
 from captioner.decoding.options import DEFAULT_DECODING, Caption, DecodeOptions
 from captioner.decoding.search import Search
 from captioner.features.cache import PixelEncoder
@@ -71,10 +77,11 @@ class ImageCaptioner:
         if reads_classes:  # a grounded decoder reads the probabilities as one more row of its features
             features = with_class_row(features, None if options.grounding == "off" else probabilities)
         constraints = tag_constraints(probabilities, options, self.vocab)
+        vetoes = unseen_objects(probabilities, options, self.vocab)
         if constraints is None:
-            captions = self.search.generate(features, options)
+            captions = self.search.generate(features, options, vetoes=vetoes)
         else:
-            captions = mark_grounded(self.search.generate(features, options, search_constraints(constraints)),
+            captions = mark_grounded(self.search.generate(features, options, search_constraints(constraints), vetoes),
                                      constraints)
         if reads_classes:
             captions = mark_copied(captions, probabilities if options.grounding != "off" else None)

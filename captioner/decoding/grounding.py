@@ -1,4 +1,5 @@
-"""Grounding captions in the classifier's tags: the words a constrained search must write one of, and which it did.
+"""Grounding captions in the classifier's tags: the words a constrained search must write one of, the objects no
+caption may name because the classifier does not see them, and which tag words a caption names.
 
 A photo's constraint is its confident tag words (docs/grounding.md): those the EfficientNet-Lite classifier
 gives at least DecodeOptions.grounding_min_probability, summed over the classes that share the word, each
@@ -9,23 +10,59 @@ model's vocabulary has: a plain model cannot be made to write a word it does not
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
 import numpy as np
 
 from captioner.decoding.options import Caption, DecodeOptions
+from captioner.features.imagenet import caption_words
 from captioner.features.tags import confident_words, top_tags
-from captioner.text.objects import naming_words
+from captioner.text.objects import naming_words, object_names
 from captioner.text.vocabulary import Vocabulary
 
 Constraint = dict[str, frozenset[str]]  # tag word → the vocabulary's words that name it
+#: Objects the classifier cannot see: ImageNet-1k has no class for people (its groom, scuba diver and ballplayer
+#: name roles), so its probabilities say nothing about whether a photo shows a man or a child.
+UNSEEABLE = frozenset({"person"})
+
+
+@cache
+def _seeable_objects() -> tuple[list[str], np.ndarray]:
+    """The objects some ImageNet class names (people excepted) and the (classes, objects) 0/1 matrix that sums
+    each object's classes' probabilities."""
+    words = caption_words()
+    names, columns = [], []
+    for name in object_names():
+        column = np.array([word is not None and word in naming_words(name) for word in words], np.float32)
+        if name not in UNSEEABLE and column.any():
+            names.append(name)
+            columns.append(column)
+    return names, np.stack(columns, axis=1)  # (classes, objects)
+
+
+def _english_words(vocab: Vocabulary) -> bool:
+    return (vocab.lang, vocab.tokenization) == ("en", "words")
+
+
+def unseen_objects(probabilities: np.ndarray | None, options: DecodeOptions, vocab: Vocabulary,
+                   ) -> list[frozenset[str]] | None:
+    """Per photo, the vocabulary's words for the objects the classifier could see but does not: an ImageNet class
+    names them and their classes' summed probability is below options.grounding_veto. None when no veto applies
+    (grounding off, veto 0, no classifier, not English words)."""
+    if options.grounding == "off" or not options.grounding_veto or probabilities is None or not _english_words(vocab):
+        return None
+    names, matrix = _seeable_objects()
+    seen = np.asarray(probabilities, np.float32) @ matrix  # (photos, objects)
+    known = set(vocab.tokens)
+    return [frozenset().union(*(naming_words(names[j]) & known for j in np.flatnonzero(row < options.grounding_veto)))
+            for row in seen]
 
 
 def tag_constraints(probabilities: np.ndarray | None, options: DecodeOptions, vocab: Vocabulary,
                     ) -> list[Constraint] | None:
     """Each photo's constraint from the classifier's probabilities (photos, 1000), or None when none applies: grounding
     off, no classifier (e.g. MobileNetV2), or a vocabulary that is not English words (the tag words are English)."""
-    english_words = (vocab.lang, vocab.tokenization) == ("en", "words")
-    if options.grounding != "constrained" or probabilities is None or not english_words:
+    if options.grounding != "constrained" or probabilities is None or not _english_words(vocab):
         return None
     known = set(vocab.tokens[vocab.unk_id + 1:])
     return [{word: names for word in words if (names := naming_words(word) & known)}

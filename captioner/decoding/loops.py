@@ -43,14 +43,19 @@ class Scoring(NamedTuple):
     """How a search turns a step's logits into next-word log-probabilities, fixed for the whole search."""
 
     vocab: Vocabulary
-    blocked: Array  # (V,): NEG_INF for the tokens never written, 0 for the others
+    blocked: Array  # (V,) or (rows, V): NEG_INF for the tokens never written, 0 for the others
     repeat_blocker: RepeatBlocker | None
     length_penalty: float
 
     @classmethod
-    def of(cls, ops: ArrayOps, vocab: Vocabulary, settings: SearchSettings) -> Scoring:
-        return cls(vocab, ops.constant(blocked_tokens(vocab, settings.block_unk)),
-                   RepeatBlocker(vocab) if settings.block_repeats else None, settings.length_penalty)
+    def of(cls, ops: ArrayOps, vocab: Vocabulary, settings: SearchSettings, vetoed: Array | None = None,
+           copies: int = 1) -> Scoring:
+        """The scoring of a search; `vetoed` (batch, V), NEG_INF for the words an image's captions may not write
+        (0 elsewhere), is blocked in each of its `copies` rows too."""
+        blocked = ops.constant(blocked_tokens(vocab, settings.block_unk))  # (V,)
+        if vetoed is not None:
+            blocked = ops.repeat(vetoed, copies) + blocked  # (rows, V)
+        return cls(vocab, blocked, RepeatBlocker(vocab) if settings.block_repeats else None, settings.length_penalty)
 
     def log_probs(self, ops: ArrayOps, logits: Array, history: Array | None, t: Any) -> Array:
         """Logits (rows, V) → log-probabilities (rows, V) with the blocked tokens at NEG_INF, given each row's
@@ -89,10 +94,12 @@ def greedy_pick(ops: ArrayOps, vocab: Vocabulary, log_probs: Array, alpha: Array
 
 
 def greedy_loop(ops: ArrayOps, decoder: StepDecoder, vocab: Vocabulary, features: Array, settings: SearchSettings,
-                sample: bool = False, training: bool = False, copies: int = 1) -> tuple[Any, ...]:
+                sample: bool = False, training: bool = False, copies: int = 1, vetoed: Array | None = None,
+                ) -> tuple[Any, ...]:
     """Greedy decoding (or sampling) of a batch, `copies` rows per image (for several samples of each, the
-    decoder prepares each image once): tokens (batch*copies, T), log p (batch*copies, T), α (batch*copies, T, cells)."""
-    scoring = Scoring.of(ops, vocab, settings)
+    decoder prepares each image once): tokens (batch*copies, T), log p (batch*copies, T), α (batch*copies, T, cells).
+    `vetoed` (batch, V): NEG_INF for the words an image's captions may not write."""
+    scoring = Scoring.of(ops, vocab, settings, vetoed, copies)
     batch = ops.rows(features) * copies
     outputs = greedy_outputs(ops, batch, features.shape[1], settings.max_length)
     memory, state = start(ops, decoder, features, copies, training)
@@ -226,10 +233,11 @@ def initial_scores(ops: ArrayOps, batch: Any, k: int, forced: Array | None) -> A
 
 
 def beam_loop(ops: ArrayOps, decoder: StepDecoder, vocab: Vocabulary, features: Array, settings: SearchSettings,
-              forced: Array | None = None) -> tuple[Any, ...]:
+              forced: Array | None = None, vetoed: Array | None = None) -> tuple[Any, ...]:
     """Beam search keeping `beam_size` live hypotheses and the `beam_size` best finished ones, or with `forced`
     (batch, V) (1 for the words of which the caption must write one; all 0 for no constraint) as many per
-    constraint state: constrained beam search.
+    constraint state: constrained beam search. `vetoed` (batch, V): NEG_INF for the words an image's captions may
+    not write (0 elsewhere), in every one of its rows.
 
     Each step runs the decoder, then beam_select; the search stops once the best live beam, were it to
     end at the next step (an unmet one: after one more word), would not beat the `keep`-th best finished
@@ -241,7 +249,7 @@ def beam_loop(ops: ArrayOps, decoder: StepDecoder, vocab: Vocabulary, features: 
     k, keep, max_length, length_penalty = settings.beam_size, settings.keep, settings.max_length, \
         settings.length_penalty
     width = k if forced is None else 2 * k
-    scoring = Scoring.of(ops, vocab, settings)
+    scoring = Scoring.of(ops, vocab, settings, vetoed, width + 1)
     batch, cells = ops.rows(features), features.shape[1]
     memory, state = start(ops, decoder, features, width + 1)  # state (batch * (width+1), ...): beams, then greedy
     beams = Beams(greedy_outputs(ops, batch, cells, max_length), ops.zeros([batch], "bool"),

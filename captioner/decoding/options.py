@@ -39,7 +39,7 @@ class Caption:
         return self.text
 
 
-GROUNDINGS = ("off", "copy", "constrained")  # how captions are grounded in the classifier's tags (docs/grounding.md)
+GROUNDINGS = ("off", "tags", "constrained")  # how captions are grounded in the classifier's tags (docs/grounding.md)
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,15 @@ class DecodeOptions:
     # applies: Chinese doubles characters in words (狗狗, 泡泡, 滑滑梯).
     block_repeats: bool = True
     max_length: int | None = None  # tokens per caption; default: the vocabulary's max_length + 2
-    # "copy": a grounded model (decoder "grounded") reads the tags and may copy their words; other models
-    # caption as with "off", where no tag reaches the decoder. "constrained": as "copy", and the caption
-    # must name one of the tag words the classifier gives at least grounding_min_probability (summed over
-    # the classes with that word), if the vocabulary has one: constrained beam search (Anderson et al.
-    # 2017). Models without a classifier have no tags.
-    grounding: str = "copy"
+    # "tags": a grounded model (decoder "grounded") reads the tags and may copy their words, and no caption
+    # names an object that an ImageNet class names (people excepted) when the classifier gives its classes
+    # less than grounding_veto together. "constrained": as "tags", and the caption must name one of the tag
+    # words the classifier gives at least grounding_min_probability (summed over the classes with that
+    # word), if the vocabulary has one: constrained beam search (Anderson et al. 2017). "off": the tags
+    # change nothing. Models without a classifier (MobileNetV2) have no tags; the tags are English.
+    grounding: str = "tags"
     grounding_min_probability: float = 0.5  # docs/grounding.md: fewer invented objects than 0.3, CIDEr still up
+    grounding_veto: float = 0.01  # docs/grounding.md: 0 writes any object; higher also blocks ones in the photo
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -76,6 +78,8 @@ class DecodeOptions:
             raise ValueError(f"n_best must be at least 1, got {self.n_best}")
         if self.grounding not in GROUNDINGS:
             raise ValueError(f"grounding must be one of {', '.join(GROUNDINGS)}, got {self.grounding!r}")
+        if not 0.0 <= self.grounding_veto < 1.0:
+            raise ValueError(f"grounding_veto must be in [0, 1), got {self.grounding_veto}")
         if not 0.0 < self.grounding_min_probability <= 1.0:
             raise ValueError(f"grounding_min_probability must be in (0, 1], got {self.grounding_min_probability}")
 

@@ -36,11 +36,27 @@ class Search:
         """The batch as the loops take it."""
         return np.asarray(features, np.float32)  # (n, cells, channels); cached features are float16
 
-    def _greedy(self, features: Array, settings: SearchSettings) -> tuple[Any, ...]:
-        return greedy_loop(self.ops, self.decoder, self.vocab, features, settings)
+    def _greedy(self, features: Array, settings: SearchSettings, vetoed: Array | None = None) -> tuple[Any, ...]:
+        return greedy_loop(self.ops, self.decoder, self.vocab, features, settings, vetoed=vetoed)
 
-    def _beam(self, features: Array, settings: SearchSettings, forced: Array | None = None) -> tuple[Any, ...]:
-        return beam_loop(self.ops, self.decoder, self.vocab, features, settings, forced)
+    def _beam(self, features: Array, settings: SearchSettings, forced: Array | None = None,
+              vetoed: Array | None = None) -> tuple[Any, ...]:
+        return beam_loop(self.ops, self.decoder, self.vocab, features, settings, forced, vetoed)
+
+    def _vetoed(self, vetoes: Sequence[Collection[str]] | None, n: int) -> Array | None:
+        """(n, V): NEG_INF for the words each image's captions may not write, or None when no image has any."""
+        if vetoes is None or not any(vetoes):
+            return None
+        if len(vetoes) != n:
+            raise ValueError(f"{len(vetoes)} vetoes for {n} images; give one (maybe empty) set an image.")
+        mask = np.zeros((n, len(self.vocab)), np.float32)
+        for row, words in enumerate(vetoes):
+            mask[row, self.vocab.ids(sorted(set(words) & self._known))] = NEG_INF
+        return self._inputs(mask)
+
+    @property
+    def _known(self) -> set[str]:
+        return set(self.vocab.tokens)
 
     def _wanted(self, constraints: Sequence[Collection[str]] | None, n: int) -> list[set[str]]:
         """Each image's constraint as the words of the vocabulary it names (the others cannot be written)."""
@@ -74,31 +90,39 @@ class Search:
         return [self._to_caption(row_tokens, row_logp.sum(), row_alpha, penalty)
                 for row_tokens, row_logp, row_alpha in zip(tokens, log_probs, alpha, strict=True)]
 
-    def greedy(self, features: np.ndarray, options: DecodeOptions = GREEDY) -> list[Caption]:
-        """Most likely next word at every step, for a batch of (cells, channels) grids (beam_size is ignored)."""
+    def greedy(self, features: np.ndarray, options: DecodeOptions = GREEDY,
+               vetoes: Sequence[Collection[str]] | None = None) -> list[Caption]:
+        """Most likely next word at every step, for a batch of (cells, channels) grids (beam_size is ignored);
+        `vetoes` (a set of words an image) are never written."""
         if len(features) == 0:
             return []
         settings = SearchSettings.of(options, self.max_length)._replace(beam_size=1, keep=1)  # one trace per rule set
-        outputs = self._greedy(self._inputs(features), settings)
+        vetoed = self._vetoed(vetoes, len(features))
+        outputs = self._greedy(self._inputs(features), settings) if vetoed is None else self._greedy(
+            self._inputs(features), settings, vetoed=vetoed)
         return self._greedy_captions(outputs, options.length_penalty, len(features))
 
     def beam(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING,
-             constraints: Sequence[Collection[str]] | None = None) -> list[Caption]:
+             constraints: Sequence[Collection[str]] | None = None,
+             vetoes: Sequence[Collection[str]] | None = None) -> list[Caption]:
         """Beam search; each caption's `ranked` is its n-best list (distinct, best first).
 
         The greedy caption is always a candidate, so a wider beam never returns a caption that
         scores lower than greedy decoding under the same length normalisation. With `constraints` (a set
         of words an image), constrained beam search: an image's captions write one of its words that the
         vocabulary has, unless no such caption was found within max_length, when the best unconstrained
-        ones are given; an empty set is plain beam search.
+        ones are given; an empty set is plain beam search. `vetoes` (a set of words an image) are never written.
         """
         wanted = self._wanted(constraints, len(features))
         forced = self._forced(wanted)
         if (options.beam_size == 1 and forced is None) or len(features) == 0:
-            return self.greedy(features, options)
+            return self.greedy(features, options, vetoes)
         inputs = self._inputs(features)
-        *outputs, greedy = self._beam(inputs, SearchSettings.of(options, self.max_length),
-                                      None if forced is None else self._inputs(forced))
+        vetoed = self._vetoed(vetoes, len(features))
+        settings = SearchSettings.of(options, self.max_length)
+        forced_inputs = None if forced is None else self._inputs(forced)
+        *outputs, greedy = (self._beam(inputs, settings, forced_inputs) if vetoed is None
+                            else self._beam(inputs, settings, forced_inputs, vetoed))
         seqs, scores, norms, alphas = (np.asarray(x) for x in outputs)
         results = []
         for i, fallback in enumerate(self._greedy_captions(greedy, options.length_penalty, len(features))):
@@ -120,9 +144,11 @@ class Search:
         return results
 
     def generate(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING,
-                 constraints: Sequence[Collection[str]] | None = None) -> list[Caption]:
+                 constraints: Sequence[Collection[str]] | None = None,
+                 vetoes: Sequence[Collection[str]] | None = None) -> list[Caption]:
         """Captions for a batch of feature grids; by default beam 3 (DecodeOptions()), GREEDY for greedy; with
-        `constraints` (a set of words an image), each caption writes one of its image's words (see `beam`)."""
+        `constraints` (a set of words an image), each caption writes one of its image's words (see `beam`); with
+        `vetoes` (a set of words an image), it writes none of them."""
         if options.beam_size == 1 and not any(self._wanted(constraints, len(features))):
-            return self.greedy(features, options)
-        return self.beam(features, options, constraints)
+            return self.greedy(features, options, vetoes)
+        return self.beam(features, options, constraints, vetoes)

@@ -48,12 +48,12 @@ class TFSearch(Search):
         return _bucketed(features)
 
     def _greedy_graph(self, features: tf.Tensor, settings: SearchSettings, sample: bool = False,
-                      training: bool = False, copies: int = 1) -> tuple[Any, ...]:
-        return greedy_loop(TF, self.decoder, self.vocab, features, settings, sample, training, copies)
+                      training: bool = False, copies: int = 1, vetoed: tf.Tensor | None = None) -> tuple[Any, ...]:
+        return greedy_loop(TF, self.decoder, self.vocab, features, settings, sample, training, copies, vetoed)
 
     def _beam_graph(self, features: tf.Tensor, settings: SearchSettings, forced: tf.Tensor | None = None,
-                    ) -> tuple[Any, ...]:
-        return beam_loop(TF, self.decoder, self.vocab, features, settings, forced)
+                    vetoed: tf.Tensor | None = None) -> tuple[Any, ...]:
+        return beam_loop(TF, self.decoder, self.vocab, features, settings, forced, vetoed)
 
     def sample(self, features: tf.Tensor, max_length: int | None = None, training: bool = False,
                copies: int = 1) -> tuple[tf.Tensor, tf.Tensor]:
