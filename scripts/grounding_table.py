@@ -68,26 +68,27 @@ def markdown(rows: list[dict]) -> str:
 
 
 def figure(rows: list[dict], path: Path) -> None:
-    """CIDEr against CHAIR_s per model and mode, and (held-out models) each concept's F1 per model and mode."""
+    """CIDEr against CHAIR_s per model and mode, and each held-out concept's F1 for the modes that name any."""
     from matplotlib.figure import Figure
 
-    held_out = [row for row in rows if "held-out F1" in row]
-    fig = Figure(figsize=(11 if held_out else 5.5, 4))
-    axes = fig.subplots(1, 2 if held_out else 1, squeeze=False)[0]
+    naming = [row for row in rows if row.get("held-out F1", {}).get("mean", 0) > 0]
+    fig = Figure(figsize=(12 if naming else 6, 4.5))
+    axes = fig.subplots(1, 2 if naming else 1, squeeze=False)[0]
     for row in rows:
-        axes[0].scatter(row["CHAIR_s"], row["CIDEr"], s=40)
-        axes[0].annotate(f"{row['model']}, {row['grounding']}", (row["CHAIR_s"], row["CIDEr"]), fontsize=8,
-                         xytext=(4, 4), textcoords="offset points")
+        label = f"{row['model']}, {row['grounding']}"
+        axes[0].scatter(row["CHAIR_s"], row["CIDEr"], s=40, label=label)
     axes[0].set(xlabel="CHAIR_s (captions inventing an object)", ylabel="CIDEr", title="Dev, beam 3")
-    if held_out:
-        concepts = [c for c in held_out[0]["held-out F1"] if c != "mean"] + ["mean"]
-        width = 0.8 / len(held_out)
-        for i, row in enumerate(held_out):
+    axes[0].legend(fontsize=7)
+    if naming:
+        concepts = [c for c in naming[0]["held-out F1"] if c != "mean"] + ["mean"]
+        width = 0.8 / len(naming)
+        for i, row in enumerate(naming):
             xs = [j + i * width for j in range(len(concepts))]
             axes[1].bar(xs, [row["held-out F1"][c] for c in concepts], width,
                         label=f"{row['model']}, {row['grounding']}")
         axes[1].set_xticks([j + 0.4 - width / 2 for j in range(len(concepts))], concepts, fontsize=8)
-        axes[1].set(ylabel="F1 of naming it", title="Held-out concepts, dev")
+        axes[1].set(ylabel="F1 of naming it", ylim=(0, 1),
+                    title="Held-out concepts, dev (models without grounding: 0)")
         axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -115,7 +116,11 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="skip Java (PTB tokenizer, METEOR)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[DecodeOptions().grounding_min_probability],
                         help="grounding_min_probability values of the constrained rows")
+    parser.add_argument("--replot", action="store_true", help="redraw --figure from the rows in --output")
     args = parser.parse_args()
+    if args.replot:
+        figure(json.loads(Path(args.output).read_text())["rows"], Path(args.figure))
+        return
     dataset = load_dataset(args.data)
     rows, captions = [], {}
     for spec in args.model:
