@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import numpy as np
 from keras import layers, ops
 
@@ -44,8 +43,6 @@ class GroundedDecoder(ShowAttendTell):
     `class_words` holds each ImageNet class's caption-word id in this model's vocabulary (-1: no word);
     `class_vectors` (classes, dim), a non-trainable weight, the classifier's rows (set_class_vectors).
     """
-
-    reads_classes = True  # its features carry the classifier's probabilities in one extra row
 
     def __init__(self, vocab_size: int, class_words: list[int] | None = None, class_dim: int = 1280,
                  tags: int = TAGS_TOP_K, **kwargs: Any) -> None:
@@ -166,12 +163,6 @@ class GroundedDecoder(ShowAttendTell):
         first = [*state, ops.zeros((batch, self.vocab_size)), ops.zeros((batch, features.shape[1]))]
         _, (_, _, log_probs, shown) = ops.scan(body, first, ops.transpose(tokens))  # (T, batch, ·) each
         return ops.transpose(log_probs, (1, 0, 2)), ops.transpose(shown, (1, 0, 2))  # (batch, T, ·)
-
-    def compute_output_spec(self, inputs: Tensor, training: bool | None = None) -> Any:
-        features, tokens = inputs
-        batch, steps = tokens.shape
-        return (keras.KerasTensor((batch, steps, self.vocab_size)),
-                keras.KerasTensor((batch, steps, features.shape[1])))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "class_words": self.class_words, "class_dim": self.class_dim,
