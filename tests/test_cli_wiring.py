@@ -53,7 +53,8 @@ def received(monkeypatch: pytest.MonkeyPatch) -> list[DecodeOptions]:
     """The DecodeOptions every call of TFSearch.generate receives (it answers with a fixed caption)."""
     calls: list[DecodeOptions] = []
 
-    def generate(self: TFSearch, features: np.ndarray, options: DecodeOptions) -> list[Caption]:
+    def generate(self: TFSearch, features: np.ndarray, options: DecodeOptions, constraints=None,
+                 vetoes=None) -> list[Caption]:
         calls.append(options)
         return [Caption("a dog", ["a", "dog"], -1.0, np.full((2, features.shape[1]), 1 / features.shape[1]),
                         score=-0.5) for _ in features]
