@@ -9,11 +9,13 @@ import pytest
 
 import captioner
 from captioner.artifacts.model_files import read_model_info
-from captioner.decoding.options import GREEDY, DecodeOptions
+from captioner.decoding.grounding import mark_copied
+from captioner.decoding.options import GREEDY, Caption, DecodeOptions
 from captioner.decoding.tf_search import TFSearch
 from captioner.errors import CaptionerError
 from captioner.export import export_model
 from captioner.features.class_row import ClassRowTable, class_word_ids, grounding_vocabulary, with_class_row
+from captioner.features.imagenet import imagenet_classes
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.text.vocabulary import Vocabulary
 from captioner.training.config import TrainConfig
@@ -70,7 +72,7 @@ def test_copies_words_no_training_caption_wrote(copier):
     for caption, cls in zip(captions, shown, strict=True):
         if WORDS[cls] in caption.words:
             position = caption.words.index(WORDS[cls])
-            assert caption.attention[position, -1] > 0.5  # the copy share of that word, past the grid's cells
+            assert caption.attention[position, -1] > 0.5  # the copy gate at that word, past the grid's cells
 
 
 def test_without_tags_it_cannot_name_them(copier):
@@ -103,7 +105,7 @@ def test_vocabulary_gains_only_missing_tag_words():
 def test_grounded_model_learns_shapes_and_exports_with_the_same_captions(grounded_shapes_model, tmp_path):
     """The whole pipeline on the grounded decoder: `captioner train` with EfficientNet-Lite0's tags (class cache,
     grown vocabulary, the classifier's rows), then the saved file captions held-out shapes on the Keras path, and
-    its ONNX export gives the same captions, copy shares and attention from the same pixels."""
+    its ONNX export gives the same captions, copied words and attention from the same pixels."""
     shapes, result = grounded_shapes_model, grounded_shapes_model["result"]
     assert read_model_info(result.model_path).decoder == "grounded"
     model = captioner.load(result.model_path, result.vocab_path, shapes["weights"], runtime="tensorflow")
@@ -119,9 +121,22 @@ def test_grounded_model_learns_shapes_and_exports_with_the_same_captions(grounde
     for options in (DecodeOptions(), GREEDY, DecodeOptions(grounding="off")):
         ours, theirs = portable.caption_many(paths, options), model.caption_many(paths, options)
         assert [c.text for c in ours] == [c.text for c in theirs]
+        np.testing.assert_allclose([c.confidence for c in ours], [c.confidence for c in theirs], atol=1e-3)
         for mine, keras_caption in zip(ours, theirs, strict=True):
-            np.testing.assert_allclose(mine.copied, keras_caption.copied, atol=1e-3)
+            np.testing.assert_array_equal(mine.copied, keras_caption.copied)
             np.testing.assert_allclose(mine.attention, keras_caption.attention, atol=1e-3)
+
+
+def test_copied_marks_the_tag_words_a_caption_writes():
+    """A grounded model writes its photo's tag words only by copying: those words are marked copied and ground the
+    caption; the attention loses the copy gate's column; without tags nothing is copied."""
+    probabilities = np.zeros((1, 1000), np.float32)
+    probabilities[0, [c.index for c in imagenet_classes() if c.name == "zebra"]] = 0.9
+    for tags, copied in ((probabilities, [0, 1, 0, 0]), (None, [0, 0, 0, 0])):
+        caption = Caption("a zebra on grass", ["a", "zebra", "on", "grass"], -2.0, np.full((4, 5), 0.2))
+        (marked,) = mark_copied([caption], tags)
+        assert marked.copied.tolist() == copied and marked.attention.shape == (4, 4)
+        assert marked.grounded_by == (["zebra"] if tags is not None else [])
 
 
 @pytest.mark.parametrize(("settings", "message"), [

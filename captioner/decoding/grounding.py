@@ -74,19 +74,18 @@ def search_constraints(constraints: Sequence[Constraint]) -> list[frozenset[str]
     return [frozenset().union(*constraint.values()) for constraint in constraints]
 
 
-def mark_copied(captions: list[Caption], probabilities: np.ndarray | None, min_share: float = 0.5) -> list[Caption]:
-    """A grounded model's captions, each (and its alternatives) with its attention split into the grid's cells
-    and `copied`, the share of each word taken from the tags (the extra column), and `grounded_by` extended
-    with the words of its top tags that it wrote mostly by copying."""
+def mark_copied(captions: list[Caption], probabilities: np.ndarray | None) -> list[Caption]:
+    """A grounded model's captions, each (and its alternatives) with its attention cut to the grid's cells (the
+    extra column, the copy gate, dropped), `copied` 1 for each word copied from the photo's tags (a grounded
+    model writes the words of its tags only by copying them) and `grounded_by` extended with those words."""
     tag_words = ([{t.word for t in tags} for tags in top_tags(probabilities, min_probability=0.0)]  # the K it read
-                 if probabilities is not None else None)
+                 if probabilities is not None else [set()] * len(captions))
     for row, caption in enumerate(captions):
         for hypothesis in caption.ranked:
-            hypothesis.attention, hypothesis.copied = hypothesis.attention[:, :-1], hypothesis.attention[:, -1]
-            if tag_words is None:
-                continue
-            for word, share in zip(hypothesis.words, hypothesis.copied, strict=True):
-                if share >= min_share and word in tag_words[row] and word not in hypothesis.grounded_by:
+            hypothesis.attention = hypothesis.attention[:, :-1]
+            hypothesis.copied = np.array([word in tag_words[row] for word in hypothesis.words], np.float32)
+            for word in hypothesis.words:
+                if word in tag_words[row] and word not in hypothesis.grounded_by:
                     hypothesis.grounded_by.append(word)
     return captions
 

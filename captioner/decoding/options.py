@@ -22,7 +22,7 @@ class Caption:
     ended: bool = True  # False for a caption cut at the maximum length: no <end> in log_prob
     tags: list[Tag] = field(default_factory=list)  # what the encoder's classifier sees; empty without one
     grounded_by: list[str] = field(default_factory=list)  # the tag words it names because of the tags
-    # A grounded model's share of each word taken from the tags (copied) rather than generated; None otherwise.
+    # A grounded model's words copied from the photo's tags (1) or generated (0); None for other models.
     copied: np.ndarray | None = field(default=None, repr=False)  # (len(words),)
 
     @property

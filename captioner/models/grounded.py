@@ -16,7 +16,7 @@ vocabulary extended with every tag word it lacks (captioner.features.class_row.t
 
 The classifier's probabilities reach the decoder as one extra row of its features (class_row.with_class_row),
 so every search, ensemble and export passes them without a signature of its own. The attention it returns
-has one extra column too: the copy share 1 − g of each word.
+has one extra column too: the copy gate's weight 1 − g at each step.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class GroundedDecoder(ShowAttendTell):
         return self.dropout(embedded, training=training)
 
     def step(self, tokens: Tensor, state: list[Any], memory: dict[str, Any], training: bool = False) -> Any:
-        """Previous tokens (rows,) → log p (rows, V) of the generate/copy mixture, [α, copy share] (rows, cells + 1)."""
+        """Previous tokens (rows,) → log p (rows, V) of the generate/copy mixture, [α, 1 − g] (rows, cells + 1)."""
         embedded = self._embed(tokens, memory, training)  # (rows, E)
         h, c = state
         alpha = self.attention.attend(memory["keys"], h)  # (rows, cells)

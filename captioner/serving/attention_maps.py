@@ -43,11 +43,9 @@ def overlay(image: Image.Image, weights: np.ndarray, grid_shape: tuple[int, int]
 
 
 def word_label(caption: Caption, position: int) -> str:
-    """A word as its attention panel names it; for a grounded model, with the share copied from the tags."""
+    """A word as its attention panel names it; for a grounded model, saying when it was copied from the tags."""
     word = caption.words[position]
-    if caption.copied is None or caption.copied[position] < 0.05:
-        return word
-    return f"{word} ({caption.copied[position]:.0%} from tags)"
+    return f"{word} (copied from tags)" if caption.copied is not None and caption.copied[position] else word
 
 
 def attention_figure(image: Image.Image, caption: Caption, grid_shape: tuple[int, int], columns: int = 5
