@@ -9,10 +9,12 @@ import keras
 import numpy as np
 import pytest
 from model_checks import check_caption
+from test_decoders import DECODER_ARGS
 
 from captioner.artifacts.model_files import ModelInfo, load_model, load_vocabulary, save_model, save_vocabulary
 from captioner.decoding.tf_search import TFSearch
 from captioner.errors import ArtifactError
+from captioner.models import CLASS_READERS
 from captioner.models.base import build_caption_model, get_decoder, registered_decoders
 from captioner.models.sat import ShowAttendTell, SoftAttention
 from captioner.text.vocabulary import Vocabulary
@@ -37,11 +39,13 @@ def test_shapes_and_attention_weighs_the_grid_cells(name):
     """Each step's attention is over the grid's own cells: shuffling the cells shuffles every weight with its
     cell and changes no logit (the context sums the same weighted cells), and it moves as the words do."""
     keras.utils.set_random_seed(0)
-    model = build_caption_model(len(VOCAB), (9, 16), name, embedding_dim=8, units=12, attention_units=6)
+    model = build_caption_model(len(VOCAB), (9, 16), name, embedding_dim=8, units=12, attention_units=6,
+                                **DECODER_ARGS.get(name, {}))
     features, tokens = _inputs()
     logits, alpha = model([features, tokens], training=False)
     assert logits.shape == (3, 5, len(VOCAB)) and alpha.shape == (3, 5, 9)
-    order = np.random.default_rng(1).permutation(9)
+    cells = 9 - (name in CLASS_READERS)  # a grounded decoder: its last row is the class row, its last column the gate
+    order = np.concatenate([np.random.default_rng(1).permutation(cells), np.arange(cells, 9)])
     shuffled_logits, shuffled_alpha = model([features[:, order], tokens], training=False)
     np.testing.assert_allclose(shuffled_alpha, np.asarray(alpha)[..., order], atol=1e-6)
     np.testing.assert_allclose(shuffled_logits, logits, atol=1e-5)
