@@ -74,8 +74,9 @@ class ImageCaptioner:
         """Captions for a batch of feature grids (n, cells, channels); given the classifier's probabilities
         (n, 1000) of the same photos, with their tags and, as `options.grounding` asks, grounded in them."""
         reads_classes = self.info.decoder in CLASS_READERS
-        if reads_classes:  # a grounded decoder reads the probabilities as one more row of its features
-            features = with_class_row(features, None if options.grounding == "off" else probabilities)
+        tags = None if options.grounding == "off" else probabilities  # what a grounded decoder reads and copies
+        if reads_classes:  # as one more row of its features
+            features = with_class_row(features, tags)
         constraints = tag_constraints(probabilities, options, self.vocab)
         vetoes = unseen_objects(probabilities, options, self.vocab)
         if constraints is None:
@@ -84,7 +85,7 @@ class ImageCaptioner:
             captions = mark_grounded(self.search.generate(features, options, search_constraints(constraints), vetoes),
                                      constraints)
         if reads_classes:
-            captions = mark_copied(captions, probabilities if options.grounding != "off" else None)
+            captions = mark_copied(captions, tags)
         return with_tags(captions, probabilities)
 
     def encode(self, images: Sequence[ImageSource]) -> np.ndarray:

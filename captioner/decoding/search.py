@@ -43,20 +43,21 @@ class Search:
               vetoed: Array | None = None) -> tuple[Any, ...]:
         return beam_loop(self.ops, self.decoder, self.vocab, features, settings, forced, vetoed)
 
+    def _word_mask(self, word_sets: Sequence[Collection[str]], value: float) -> np.ndarray | None:
+        """(n, V): `value` at the vocabulary's words of each image's set, 0 elsewhere; None when every set is empty."""
+        if not any(word_sets):
+            return None
+        mask = np.zeros((len(word_sets), len(self.vocab)), np.float32)
+        for row, words in enumerate(word_sets):
+            mask[row, self.vocab.ids(words)] = value  # words outside the vocabulary are skipped
+        return mask
+
     def _vetoed(self, vetoes: Sequence[Collection[str]] | None, n: int) -> Array | None:
         """(n, V): NEG_INF for the words each image's captions may not write, or None when no image has any."""
-        if vetoes is None or not any(vetoes):
-            return None
-        if len(vetoes) != n:
+        if vetoes is not None and len(vetoes) != n:
             raise ValueError(f"{len(vetoes)} vetoes for {n} images; give one (maybe empty) set an image.")
-        mask = np.zeros((n, len(self.vocab)), np.float32)
-        for row, words in enumerate(vetoes):
-            mask[row, self.vocab.ids(sorted(set(words) & self._known))] = NEG_INF
-        return self._inputs(mask)
-
-    @property
-    def _known(self) -> set[str]:
-        return set(self.vocab.tokens)
+        mask = self._word_mask(vetoes or [], NEG_INF)
+        return None if mask is None else self._inputs(mask)
 
     def _wanted(self, constraints: Sequence[Collection[str]] | None, n: int) -> list[set[str]]:
         """Each image's constraint as the words of the vocabulary it names (the others cannot be written)."""
@@ -69,12 +70,7 @@ class Search:
 
     def _forced(self, wanted: list[set[str]]) -> np.ndarray | None:
         """(n, V): 1 for the words of which each image's caption must write one; None when no image has any."""
-        if not any(wanted):
-            return None
-        forced = np.zeros((len(wanted), len(self.vocab)), np.float32)
-        for row, words in enumerate(wanted):
-            forced[row, self.vocab.ids(words)] = 1.0
-        return forced
+        return self._word_mask(wanted, 1.0)
 
     def _to_caption(self, tokens: np.ndarray, log_prob: float, alpha: np.ndarray, penalty: float) -> Caption:
         ids = np.asarray(tokens).tolist()  # Python ints: the vocabulary reads them one by one
@@ -97,9 +93,7 @@ class Search:
         if len(features) == 0:
             return []
         settings = SearchSettings.of(options, self.max_length)._replace(beam_size=1, keep=1)  # one trace per rule set
-        vetoed = self._vetoed(vetoes, len(features))
-        outputs = self._greedy(self._inputs(features), settings) if vetoed is None else self._greedy(
-            self._inputs(features), settings, vetoed=vetoed)
+        outputs = self._greedy(self._inputs(features), settings, vetoed=self._vetoed(vetoes, len(features)))
         return self._greedy_captions(outputs, options.length_penalty, len(features))
 
     def beam(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING,
@@ -117,12 +111,9 @@ class Search:
         forced = self._forced(wanted)
         if (options.beam_size == 1 and forced is None) or len(features) == 0:
             return self.greedy(features, options, vetoes)
-        inputs = self._inputs(features)
-        vetoed = self._vetoed(vetoes, len(features))
-        settings = SearchSettings.of(options, self.max_length)
-        forced_inputs = None if forced is None else self._inputs(forced)
-        *outputs, greedy = (self._beam(inputs, settings, forced_inputs) if vetoed is None
-                            else self._beam(inputs, settings, forced_inputs, vetoed))
+        *outputs, greedy = self._beam(self._inputs(features), SearchSettings.of(options, self.max_length),
+                                      None if forced is None else self._inputs(forced),
+                                      self._vetoed(vetoes, len(features)))
         seqs, scores, norms, alphas = (np.asarray(x) for x in outputs)
         results = []
         for i, fallback in enumerate(self._greedy_captions(greedy, options.length_penalty, len(features))):
