@@ -241,14 +241,14 @@ def caption_model_and_vocabulary(config: TrainConfig, dataset: CaptionDataset, f
         texts += [m for ms, cs in zip(mirrored, (dataset.captions[n] for n in train_names), strict=True)
                   for m, c in zip(ms, cs, strict=True) if m != c]
     vocab = Vocabulary.build(texts, config.min_count, config.max_length, tokenization, lang)
-    grounded = config.decoder in CLASS_READERS
-    if grounded:  # every tag's caption word can be copied, including those no training caption writes
+    extra = {}
+    if config.decoder in CLASS_READERS:  # every tag's caption word can be copied, even those no caption writes
         vocab = grounding_vocabulary(vocab)
-    extra = {"class_words": class_word_ids(vocab)} if grounded else {}
+        extra["class_words"] = class_word_ids(vocab)
     caption_model = build_caption_model(
         len(vocab), feature_shape, config.decoder, embedding_dim=config.embedding_dim,
         units=config.units, attention_units=config.attention_units, dropout=config.dropout, **extra)
-    if grounded:
+    if extra:  # its class vectors: the rows of the encoder's classifier
         get_decoder(caption_model).set_class_vectors(
             ImageEncoder(config.encoder, config.encoder_weights).classifier_kernel())
     return caption_model, vocab
