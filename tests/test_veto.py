@@ -17,6 +17,7 @@ from captioner.decoding.grounding import unseen_objects
 from captioner.decoding.options import DecodeOptions
 from captioner.decoding.search import Search
 from captioner.decoding.tf_search import TFSearch
+from captioner.features.imagenet import caption_words
 from captioner.models.base import build_caption_model, get_decoder
 from captioner.text.vocabulary import SPECIAL_TOKENS, Vocabulary
 
@@ -74,6 +75,10 @@ def test_unseen_objects_follow_the_classifier():
     assert not vetoed & {"dog", "dogs", "puppy", "man", "people", "grass", "a"}
     (strict,) = unseen_objects(probabilities, replace(DecodeOptions(), grounding_veto=0.001), vocab)
     assert "cat" not in strict and "bench" in strict  # tabby at 0.004 clears a lower veto
+    # Noise spread over an object's many classes does not make it seen: every dog breed at 0.0002 (0.024 in all)
+    breeds = np.array([word == "dog" for word in caption_words()])
+    (noise,) = unseen_objects(np.where(breeds, 0.0002, 0.0).astype(np.float32)[None], DecodeOptions(), vocab)
+    assert breeds.sum() > 100 and {"dog", "dogs", "puppy"} <= noise
     assert unseen_objects(probabilities, DecodeOptions(grounding="off"), vocab) is None
     assert unseen_objects(probabilities, DecodeOptions(grounding_veto=0.0), vocab) is None
     assert unseen_objects(None, DecodeOptions(), vocab) is None
