@@ -107,6 +107,10 @@ def test_every_recipe_loads_with_valid_settings(recipe: Path) -> None:
         assert config.objective == "scst" and config.init_from in (f"{stage_one.output}/mymodel.h5", shipped)
         assert config.lang == stage_one.lang and config.scst_samples >= 2 and config.label_smoothing == 0
         assert config.learning_rate < stage_one.learning_rate  # fine-tuning, not training from scratch
+    elif recipe.stem.endswith("_ft"):  # more cross-entropy epochs from its stage 1, for a weight soup with it
+        stage_one = TrainConfig.from_file(recipe.with_name(recipe.name.removesuffix("_ft.yaml") + ".yaml"))
+        assert config.objective == "xent" and config.init_from == f"{stage_one.output}/mymodel.h5"
+        assert config.lang == stage_one.lang and config.learning_rate < stage_one.learning_rate
     else:
         assert config.objective == "xent" and config.init_from is None
 
