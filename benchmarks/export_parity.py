@@ -3,11 +3,12 @@
 Run by hand from the repository root (it is not part of the test suite); it exports each shipped model
 to ONNX first unless runs/bench/export_<name> already holds an export:
 
-    KERAS_HOME=$PWD/.keras python benchmarks/export_parity.py          # en, zh, de, en-fast, en-lite2; 100 dev photos
+    KERAS_HOME=$PWD/.keras python benchmarks/export_parity.py   # en, zh, de, en-fast, en-mobilenet; 100 dev photos
     KERAS_HOME=$PWD/.keras python benchmarks/export_parity.py --quantize int8 --exports runs/bench/int8
 
-Both sides decode the same feature grids (the Keras encoder's) so that the decoders are compared, and the
-exported encoder is compared with the Keras one on the pixels. Prints a Markdown table and every caption
+Both sides decode the same feature grids and classifier probabilities (the Keras encoder's), grounded in those
+tags as the default decoding is, so that the decoders are compared; and the exported encoder is compared with the
+Keras one on the pixels. Prints a Markdown table and every caption
 that differs, with both confidences: float round-off can flip a near-tie between two words.
 """
 
@@ -33,6 +34,14 @@ def dev_photos(images: Path, count: int) -> list[Path]:
     return [images / name for name in sorted(names)[:count]]
 
 
+def encode(model, photos: list[Path]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Feature grids and classifier probabilities (None without a classifier) of the photos, 25 at a time."""
+    batches = [model.encode_and_classify(photos[i:i + 25]) for i in range(0, len(photos), 25)]
+    probabilities = [p for _, p in batches]
+    return (np.concatenate([f for f, _ in batches]),
+            None if probabilities[0] is None else np.concatenate(probabilities))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(SHIPPED_MODELS), choices=list(SHIPPED_MODELS))
@@ -55,13 +64,13 @@ def main() -> None:
                             str(vocab_path), "--output", str(folder), *quantize], check=True)
         keras_model = captioner.load(model_path, vocab_path, runtime="tensorflow")
         portable = captioner.load(folder)
-        features = np.concatenate([keras_model.encode(photos[i:i + 25]) for i in range(0, len(photos), 25)])
-        exported_features = np.concatenate([portable.encode(photos[i:i + 25]) for i in range(0, len(photos), 25)])
+        features, probabilities = encode(keras_model, photos)
+        exported_features, exported_probabilities = encode(portable, photos)
         feature_error = float(np.abs(features - exported_features).max())
         for search, options in SEARCHES.items():
-            theirs = keras_model.caption_features(features, options)
-            ours = portable.caption_features(features, options)
-            end_to_end = portable.caption_features(exported_features, options)
+            theirs = keras_model.caption_features(features, options, probabilities)
+            ours = portable.caption_features(features, options, probabilities)
+            end_to_end = portable.caption_features(exported_features, options, exported_probabilities)
             differ = [(photo.name, t, o) for photo, t, o in zip(photos, theirs, ours, strict=True) if t.text != o.text]
             same = [(t, o) for t, o in zip(theirs, ours, strict=True) if t.text == o.text]
             confidence = max((abs(t.confidence - o.confidence) for t, o in same), default=0.0)

@@ -16,8 +16,10 @@ from captioner.cli.main import main
 from captioner.data.images import find_images
 from captioner.errors import CaptionerError
 from captioner.features.cache import FeatureCache, ShardWriter
+from captioner.serving.shipped import shipped_model_paths
 
 ROOT = Path(__file__).resolve().parent.parent
+MODEL, VOCAB = shipped_model_paths("en-mobilenet", ROOT)  # a shipped model on the shared MobileNetV2 weights
 BAD = "zz_not_a_photo.jpg"
 
 
@@ -47,7 +49,7 @@ def local_rows(tmp_path_factory, photos, mobilenet_weights) -> tuple[list[str], 
     from captioner.serving.batch import caption_to_file
 
     out = tmp_path_factory.mktemp("local") / "captions.jsonl"
-    model = captioner.load(ROOT / "mymodel.h5", ROOT / "tokenizer.pkl", mobilenet_weights)
+    model = captioner.load(MODEL, VOCAB, mobilenet_weights)
     report = caption_to_file(model, photos, out, progress=False)
     return sorted(out.read_text(encoding="utf-8").splitlines()), report.failures
 
@@ -70,7 +72,7 @@ def test_ray_rows_match_local_mode(ray_cluster, photos, local_rows, mobilenet_we
     from captioner.distributed.ray_batch import caption_to_file_ray
 
     out = tmp_path / "captions.jsonl"
-    report = caption_to_file_ray((ROOT / "mymodel.h5", ROOT / "tokenizer.pkl", mobilenet_weights), photos, out,
+    report = caption_to_file_ray((MODEL, VOCAB, mobilenet_weights), photos, out,
                                  workers=2, progress=False)
     rows, failures = local_rows
     assert report.captioned == 40 and len(rows) == 40
@@ -88,7 +90,7 @@ def test_ray_cli_resumes_and_lists_the_bad_file(ray_cluster, photos, local_rows,
     done = [by_image[str(p)] for p in photos[:15]]
     out.write_text("\n".join(done) + "\n" + by_image[str(photos[15])][:40], encoding="utf-8")  # + a cut line
     code = main(["caption", str(photos[0].parent), "--output", str(out), "--engine", "ray", "--workers", "1",
-                 "--model", str(ROOT / "mymodel.h5"), "--encoder-weights", str(mobilenet_weights)])
+                 "--model", str(MODEL), "--encoder-weights", str(mobilenet_weights)])
     printed = capsys.readouterr()
     assert code == 1  # one image could not be captioned: reported, not fatal for the others
     assert "25 images captioned" in printed.out and "(15 were already there)" in printed.out

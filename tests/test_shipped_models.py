@@ -1,6 +1,6 @@
-"""The models the repository ships (English at the root, models/zh, models/de, models/en-fast, models/en-lite2): they
-load, their vocabulary says how to join tokens, they describe real dev photos in varied, sensible captions, and
-they still score on 100 dev photos what they scored when the score was recorded.
+"""The models the repository ships (English at the root, models/zh, models/de, models/en-fast,
+models/en-mobilenet): they load, their vocabulary says how to join tokens, they describe real dev photos in varied,
+sensible captions, and they still score on 100 dev photos what they scored when the score was recorded.
 
 Re-record tests/data/shipped_dev_cider.json after shipping a new model: `python tests/test_shipped_models.py`.
 """

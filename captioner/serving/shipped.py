@@ -1,10 +1,10 @@
 """Where the shipped models of each language live, and the environment variables that override them.
 
 One place for the rules every surface follows (CLI, app, notebooks, scripts): English at the
-repository root, other languages and the faster English variant in models/<name>/; CAPTIONER_MODEL /
+repository root, other languages and the English variants in models/<name>/; CAPTIONER_MODEL /
 CAPTIONER_TOKENIZER for English and CAPTIONER_MODEL_<LANG> / CAPTIONER_TOKENIZER_<LANG> for the
-others; the recipe that trains each is configs/flickr8k.yaml or configs/flickr8k_<lang>.yaml
-(configs/flickr8k_small.yaml for the fast English model, configs/flickr8k_lite2.yaml for the Lite2 one).
+others; the recipe that trains each is configs/flickr8k_lite2.yaml for English, configs/flickr8k_<lang>.yaml
+for the others (configs/flickr8k.yaml for English on MobileNetV2, configs/flickr8k_small.yaml for the fast one).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from captioner.artifacts.model_files import MODEL_FILE, VOCAB_FILE
 
 SHIPPED_LANGUAGES = {"en": "English", "zh": "Chinese", "de": "German"}
 #: Every model the repository ships, by name, with the language it captions in: each language's default
-#: model; "en-fast", an English model with under half the decoder's weights, faster and lower dev scores
-#: (MODEL_CARD.md, "The fast English model"); and "en-lite2", English on EfficientNet-Lite2 features, which
-#: tags photos and invents fewer objects (MODEL_CARD.md, "The EfficientNet-Lite2 English model"). The
-#: options are chosen by their path, models/<name>/.
-SHIPPED_MODELS = {**{lang: lang for lang in SHIPPED_LANGUAGES}, "en-fast": "en", "en-lite2": "en"}
+#: model (English on EfficientNet-Lite2, which tags photos and grounds its captions in the tags); "en-fast", an
+#: English model with under half the decoder's weights, faster and lower dev scores (MODEL_CARD.md, "The fast
+#: English model"); and "en-mobilenet", English on MobileNetV2 features, without tags.
+#: The options are chosen by their path, models/<name>/.
+SHIPPED_MODELS = {**{lang: lang for lang in SHIPPED_LANGUAGES}, "en-fast": "en", "en-mobilenet": "en"}
 
 
 def shipped_model_paths(name: str = "en", root: str | os.PathLike = ".") -> tuple[Path, Path]:
@@ -38,4 +38,4 @@ def env_names(lang: str) -> tuple[str, str]:
 
 def recipe_path(lang: str) -> str:
     """The training recipe of a language's shipped model."""
-    return "configs/flickr8k.yaml" if lang == "en" else f"configs/flickr8k_{lang}.yaml"
+    return "configs/flickr8k_lite2.yaml" if lang == "en" else f"configs/flickr8k_{lang}.yaml"
