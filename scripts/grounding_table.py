@@ -74,9 +74,11 @@ def figure(rows: list[dict], path: Path) -> None:
     naming = [row for row in rows if row.get("held-out F1", {}).get("mean", 0) > 0]
     fig = Figure(figsize=(12 if naming else 6, 4.5))
     axes = fig.subplots(1, 2 if naming else 1, squeeze=False)[0]
-    for row in rows:
-        label = f"{row['model']}, {row['grounding']}"
-        axes[0].scatter(row["CHAIR_s"], row["CIDEr"], s=40, label=label)
+    models = list(dict.fromkeys(row["model"] for row in rows))
+    for row in rows:  # one marker per model, one colour per mode
+        modes = [r["grounding"] for r in rows if r["model"] == row["model"]]
+        axes[0].scatter(row["CHAIR_s"], row["CIDEr"], s=40, marker="osD^v*"[models.index(row["model"]) % 6],
+                        color=f"C{modes.index(row['grounding']) % 10}", label=f"{row['model']}, {row['grounding']}")
     axes[0].set(xlabel="CHAIR_s (captions inventing an object)", ylabel="CIDEr", title="Dev, beam 3")
     axes[0].legend(fontsize=7)
     if naming:
