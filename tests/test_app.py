@@ -224,7 +224,7 @@ def test_unavailable_language_says_how_to_get_it(bilingual_env):
     assert at.pills(key="languages").options == ["English", "中文 · Chinese"]  # German has no model here
     note = next(c.value for c in at.main.caption if "Deutsch" in c.value)
     assert "is not available" in note and "mymodel.h5` not found" in note
-    assert "configs/flickr8k_de.yaml" in note and "CAPTIONER_MODEL_DE" in note
+    assert "configs/flickr8k_de_lite2.yaml" in note and "CAPTIONER_MODEL_DE" in note
     at.pills(key="examples").set_value(["Coffee"]).run()
     assert not at.exception and caption_of(at, 0)
 

@@ -20,7 +20,8 @@ from captioner.decoding.options import Caption, DecodeOptions
 from captioner.decoding.tf_search import TFSearch
 from captioner.features.encoders import BACKBONES
 from captioner.models.base import build_caption_model, registered_decoders
-from captioner.serving.shipped import shipped_model_paths
+from captioner.serving.shipped import RECIPES as SHIPPED_RECIPES
+from captioner.serving.shipped import SHIPPED_LANGUAGES, recipe_path, shipped_model_paths
 from captioner.text.vocabulary import MAX_CAPTION_LENGTH, Vocabulary
 from captioner.training.config import TrainConfig
 
@@ -85,8 +86,11 @@ def test_each_search_flag_changes_exactly_its_field(model_args: list[str], photo
 
 
 def test_recipes_are_found() -> None:
-    """The recipe folder is where these tests look (a rename would silently test nothing)."""
+    """The recipe folder is where these tests look (a rename would silently test nothing), and the recipe the app
+    and the CLI name for each shipped language's model is there."""
     assert {"flickr8k.yaml", "flickr8k_scst.yaml"} <= {p.name for p in RECIPES}
+    assert set(SHIPPED_RECIPES) == set(SHIPPED_LANGUAGES)
+    assert all((ROOT / recipe_path(lang)).resolve() in RECIPES for lang in SHIPPED_LANGUAGES)
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])

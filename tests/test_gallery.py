@@ -185,7 +185,7 @@ def test_missing_language_files_and_how_to_get_them(tmp_path):
     (tmp_path / "tokenizer.pkl").write_bytes(b"x")
     assert gallery.missing_files(paths) == []
     help_text = gallery.how_to_get("de")
-    assert "configs/flickr8k_de.yaml" in help_text and "models/de/mymodel.h5" in help_text
+    assert "configs/flickr8k_de_lite2.yaml" in help_text and "models/de/mymodel.h5" in help_text
     assert "CAPTIONER_MODEL_DE" in help_text
     assert [gallery.language_label(lang) for lang in ("en", "zh", "de")] == ["English", "中文 · Chinese",
                                                                              "Deutsch · German"]

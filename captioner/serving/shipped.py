@@ -3,8 +3,8 @@
 One place for the rules every surface follows (CLI, app, notebooks, scripts): English at the
 repository root, other languages and the English variants in models/<name>/; CAPTIONER_MODEL /
 CAPTIONER_TOKENIZER for English and CAPTIONER_MODEL_<LANG> / CAPTIONER_TOKENIZER_<LANG> for the
-others; the recipe that trains each is configs/flickr8k_lite2.yaml for English, configs/flickr8k_<lang>.yaml
-for the others (configs/flickr8k.yaml for English on MobileNetV2, configs/flickr8k_small.yaml for the fast one).
+others; the recipe that trains each is in RECIPES (configs/flickr8k.yaml trains English on MobileNetV2,
+configs/flickr8k_small.yaml the fast English model).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from captioner.artifacts.model_files import MODEL_FILE, VOCAB_FILE
 
 SHIPPED_LANGUAGES = {"en": "English", "zh": "Chinese", "de": "German"}
 #: Every model the repository ships, by name, with the language it captions in: each language's default
-#: model (English on EfficientNet-Lite2, which tags photos and grounds its captions in the tags); "en-fast", an
+#: model (English and German on EfficientNet-Lite2, whose tags ground English captions); "en-fast", an
 #: English model with under half the decoder's weights, faster and lower dev scores (MODEL_CARD.md, "The fast
 #: English model"); and "en-mobilenet", English on MobileNetV2 features, without tags.
 #: The options are chosen by their path, models/<name>/.
@@ -36,6 +36,11 @@ def env_names(lang: str) -> tuple[str, str]:
     return f"CAPTIONER_MODEL{suffix}", f"CAPTIONER_TOKENIZER{suffix}"
 
 
+#: The first training recipe of each language's shipped model (scripts/train_shipped.sh runs every stage).
+RECIPES = {"en": "configs/flickr8k_lite2.yaml", "zh": "configs/flickr8k_zh.yaml",
+           "de": "configs/flickr8k_de_lite2.yaml"}
+
+
 def recipe_path(lang: str) -> str:
     """The training recipe of a language's shipped model."""
-    return "configs/flickr8k_lite2.yaml" if lang == "en" else f"configs/flickr8k_{lang}.yaml"
+    return RECIPES[lang]
