@@ -1,6 +1,6 @@
 """The shipped models caption 50 dev photos exactly as recorded in tests/data/shipped_captions.json. The Chinese
-and German entries were written by the code before the decoder contract and the package layout were introduced;
-the English ones when the English default moved to EfficientNet-Lite2 (grounded in its tags, as every surface
+entries were written by the code before the decoder contract and the package layout were introduced; the English
+and German ones when those models moved to EfficientNet-Lite2 (English grounded in its tags, as every surface
 captions). Re-record a language after shipping a new model: `python tests/test_shipped_captions_unchanged.py en`."""
 
 from __future__ import annotations
