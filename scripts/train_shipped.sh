@@ -18,19 +18,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 name="${1:-en}"
-case "$name" in
-  en) stages=(flickr8k_lite2 flickr8k_lite2_ft); run=flickr8k-lite2; second=ft; weights=(0.5 0.5) ;;
-  en-mobilenet) stages=(flickr8k flickr8k_scst); run=flickr8k; second=scst; weights=(0.7 0.3) ;;
-  zh) stages=(flickr8k_zh flickr8k_zh_scst); run=flickr8k-zh; second=scst; weights=(0.7 0.3) ;;
-  de) captioner train --config configs/flickr8k_de_lite2.yaml
-      exec captioner evaluate --model runs/flickr8k-de-lite2/mymodel.h5 --split dev --beams 1 3 --runtime tensorflow \
-        --output runs/flickr8k-de-lite2/dev_scores.json --record ;;
+case "$name" in  # the stages' recipes, stage 1's run folder, then (for a soup) stage 2's folder and the weights
+  en) stages=(flickr8k_lite2 flickr8k_lite2_ft); run=flickr8k-lite2; soup=(flickr8k-lite2-ft 0.5 0.5) ;;
+  en-mobilenet) stages=(flickr8k flickr8k_scst); run=flickr8k; soup=(flickr8k-scst 0.7 0.3) ;;
+  zh) stages=(flickr8k_zh flickr8k_zh_scst); run=flickr8k-zh; soup=(flickr8k-zh-scst 0.7 0.3) ;;
+  de) stages=(flickr8k_de_lite2); run=flickr8k-de-lite2; soup=() ;;
   *) echo "train_shipped.sh: unknown model '$name' (en, zh, de or en-mobilenet)" >&2; exit 2 ;;
 esac
 
 for stage in "${stages[@]}"; do
   captioner train --config "configs/$stage.yaml"
 done
-captioner average "runs/$run/mymodel.h5" "runs/$run-$second/mymodel.h5" --weights "${weights[@]}" --output "runs/$run-soup"
-captioner evaluate --model "runs/$run-soup/mymodel.h5" --split dev --beams 1 3 --runtime tensorflow \
-  --output "runs/$run-soup/dev_scores.json" --record
+if [ "${#soup[@]}" -gt 0 ]; then
+  captioner average "runs/$run/mymodel.h5" "runs/${soup[0]}/mymodel.h5" --weights "${soup[@]:1}" --output "runs/$run-soup"
+  run="$run-soup"
+fi
+captioner evaluate --model "runs/$run/mymodel.h5" --split dev --beams 1 3 --runtime tensorflow \
+  --output "runs/$run/dev_scores.json" --record
