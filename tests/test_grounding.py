@@ -59,17 +59,17 @@ def test_concept_f1_counts_photos_whose_references_name_the_concept():
     assert concept_f1({"3": "a dog"}, references, ["boat"])["boat"] == 0.0  # never named, never true
 
 
-def test_without_concepts_removes_training_captions_that_name_them():
+def test_without_concepts_removes_training_photos_that_show_them():
     dataset = CaptionDataset(Path("images"), {
-        "t1.jpg": ["A man rides a bike .", "A cyclist on a mountain road ."],
-        "t2.jpg": ["Two bicycles .", "A BMX jump ."],  # every caption names a bicycle: the photo leaves training
-        "t3.jpg": ["A dog runs ."],
+        "t1.jpg": ["A man rides a bike .", "A cyclist on a mountain road ."],  # one caption names it: out too
+        "t2.jpg": ["Two bicycles .", "A BMX jump ."],
+        "t3.jpg": ["A dog runs .", "A dog on the grass ."],
         "d1.jpg": ["A girl on a bike ."]}, {"train": ["t1.jpg", "t2.jpg", "t3.jpg"], "dev": ["d1.jpg"]})
     kept = without_concepts(dataset, ["bicycle"])
-    assert kept.split("train") == ["t1.jpg", "t3.jpg"]
-    assert kept.captions["t1.jpg"] == ["A cyclist on a mountain road ."]
+    assert kept.split("train") == ["t3.jpg"]
+    assert kept.captions["t3.jpg"] == ["A dog runs .", "A dog on the grass ."]  # the others keep every caption
     assert kept.captions["d1.jpg"] == ["A girl on a bike ."]  # dev keeps its references
-    assert "t2.jpg" not in kept.captions
+    assert "t1.jpg" not in kept.captions and "t2.jpg" not in kept.captions
     assert dataset.split("train") == ["t1.jpg", "t2.jpg", "t3.jpg"]  # the original is untouched
 
 

@@ -87,19 +87,18 @@ def parse_concepts(concepts: str | Iterable[str] | None) -> list[str]:
 
 
 def without_concepts(dataset: CaptionDataset, concepts: str | Iterable[str], split: str = "train") -> CaptionDataset:
-    """The dataset with every caption of `split` that names one of `concepts` removed (synonyms and plurals
-    included); images left with no caption leave the split. Other splits keep all their captions."""
+    """The dataset with every photo of `split` that any caption says shows one of `concepts` removed, all its
+    captions with it (synonyms and plurals count), as the DCC split does: a photo kept with its other captions
+    would still show the object, and a grounded model would learn to pass over its tag. Other splits keep all."""
     held_out = set(parse_concepts(concepts))
     if not held_out:
         return dataset
     captions = dict(dataset.captions)
     kept_images = []
     for image in dataset.split(split):
-        kept = [c for c in captions[image] if not mentioned_objects(c) & held_out]
-        if kept:
-            captions[image] = kept
-            kept_images.append(image)
-        else:
+        if any(mentioned_objects(c) & held_out for c in captions[image]):
             del captions[image]
+        else:
+            kept_images.append(image)
     splits = {**dataset.splits, split: kept_images}
     return CaptionDataset(dataset.images_dir, captions, splits, dataset.problems, dataset.source)

@@ -212,7 +212,7 @@ def load_features(config: TrainConfig, role: Role, log: Callable[[str], None]) -
     dataset = load_dataset(config.data, config.images, config.lang, config.seed).limit(config.limit)
     if config.held_out_concepts:  # the DCC protocol: the model never reads these words in training
         dataset = without_concepts(dataset, config.held_out_concepts)
-        log(f"held out {config.held_out_concepts}: training captions that name them are removed")
+        log(f"held out {config.held_out_concepts}: training photos a caption of which names them are removed")
     for problem in dataset.problems[:10]:
         log(f"skipped {problem}")
     log(dataset.summary())
