@@ -14,7 +14,8 @@ from PIL import Image
 import captioner
 from captioner.cli.main import main as cli
 from captioner.errors import CaptionerError
-from captioner.features.tags import TAGS_MIN_PROBABILITY, top_tags
+from captioner.features.imagenet import imagenet_classes
+from captioner.features.tags import TAGS_MIN_PROBABILITY, confident_words, top_tags
 from captioner.portable.model import PortableCaptioner
 from captioner.serving import loading
 from captioner.serving.api import Captioner
@@ -48,6 +49,16 @@ def test_top_tags_keeps_the_best_classes_above_the_threshold():
     assert first[0].probability == pytest.approx(0.7)
     assert [t.word for t in second] == ["coffee"]
     assert len(top_tags(np.full((1, 1000), 0.1), k=3)[0]) == 3
+
+
+def test_confident_words_sum_the_classes_of_one_object():
+    """Canoe (caption word "canoe") and speedboat ("boat") are one boat: 0.06 each make it confident at 0.1, where
+    either word alone would not be; a class outside the object table (coffee) stands on its own."""
+    index = {c.name: i for i, c in enumerate(imagenet_classes())}
+    probabilities = np.zeros((1, 1000), np.float32)  # (photos, classes)
+    probabilities[0, [index["canoe"], index["speedboat"], index["espresso"]]] = 0.06, 0.06, 0.3
+    (words,) = confident_words(probabilities, 0.1)
+    assert list(words) == ["coffee", "boat"] and words["boat"] == pytest.approx(0.12)
 
 
 def test_tags_name_what_the_photos_show(lite_shapes_model, photos):

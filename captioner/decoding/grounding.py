@@ -1,10 +1,10 @@
 """Grounding captions in the classifier's tags: the words a constrained search must write one of, the objects no
 caption may name because the classifier does not see them, and which tag words a caption names.
 
-A photo's constraint is its confident tag words (docs/grounding.md): those the EfficientNet-Lite classifier
-gives at least DecodeOptions.grounding_min_probability, summed over the classes that share the word, each
-written by any one-token word that names the same object ("dog" by dog, dogs, puppy …) and that the
-model's vocabulary has: a plain model cannot be made to write a word it does not know.
+A photo's constraint is its confident tag objects (docs/grounding.md): those the EfficientNet-Lite classifier
+gives at least DecodeOptions.grounding_min_probability, summed over the classes that name the same object
+(canoe and speedboat are both a boat), each written by any one-token word that names it ("dog" by dog, dogs,
+puppy …) and that the model's vocabulary has: a plain model cannot be made to write a word it does not know.
 """
 
 from __future__ import annotations
@@ -92,9 +92,10 @@ def mark_copied(captions: list[Caption], probabilities: np.ndarray | None) -> li
 
 
 def mark_grounded(captions: list[Caption], constraints: Sequence[Constraint]) -> list[Caption]:
-    """The captions, each (and its alternatives) with `grounded_by` set to the tag words it writes."""
+    """The captions, each (and its alternatives) with `grounded_by` set to the words it writes that meet its
+    constraint ("canoe" for the boat tags)."""
     for caption, constraint in zip(captions, constraints, strict=True):
+        meeting = frozenset().union(*constraint.values())
         for hypothesis in caption.ranked:
-            written = set(hypothesis.words)
-            hypothesis.grounded_by = [word for word, names in constraint.items() if names & written]
+            hypothesis.grounded_by = list(dict.fromkeys(word for word in hypothesis.words if word in meeting))
     return captions

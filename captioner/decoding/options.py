@@ -62,10 +62,10 @@ class DecodeOptions:
     block_repeats: bool = True
     max_length: int | None = None  # tokens per caption; default: the vocabulary's max_length + 2
     # "tags": a grounded model (decoder "grounded") reads the tags and may copy their words, and no caption
-    # names an object that an ImageNet class names (people excepted) when the classifier gives its classes
-    # less than grounding_veto together. "constrained": as "tags", and the caption must name one of the tag
-    # words the classifier gives at least grounding_min_probability (summed over the classes with that
-    # word), if the vocabulary has one: constrained beam search (Anderson et al. 2017). "off": the tags
+    # names an object that an ImageNet class names (people excepted) when none of its classes gets
+    # grounding_veto. "constrained": as "tags", and the caption must name one of the tag objects the
+    # classifier gives at least grounding_min_probability (summed over the classes naming that object),
+    # if the vocabulary has a word for one: constrained beam search (Anderson et al. 2017). "off": the tags
     # change nothing. Models without a classifier (MobileNetV2) have no tags; the tags are English.
     grounding: str = "tags"
     grounding_min_probability: float = 0.5  # docs/grounding.md: fewer invented objects than 0.3, CIDEr still up

@@ -8,6 +8,7 @@ from functools import cache
 import numpy as np
 
 from captioner.features.imagenet import caption_words, imagenet_classes
+from captioner.text.objects import object_phrases
 
 TAGS_TOP_K = 5  # at most this many tags a photo
 TAGS_MIN_PROBABILITY = 0.05  # and only classes the classifier gives at least this probability
@@ -36,10 +37,16 @@ def top_tags(probabilities: np.ndarray, k: int = TAGS_TOP_K,
             for row, indices in zip(probabilities, best, strict=True)]
 
 
+def _object_of(word: str) -> str:
+    """The object a tag word names (canoe → boat, tabby's cat → cat), or the word itself when it names none."""
+    return object_phrases().get((word,), word)
+
+
 @cache
 def _word_matrix() -> tuple[list[str], np.ndarray]:
-    """The caption words of the class table and a (1000, words) 0/1 matrix: which class has which word."""
-    per_class = caption_words()
+    """The objects (or words) of the class table's caption words and a (1000, objects) 0/1 matrix: which class
+    names which."""
+    per_class = [_object_of(word) if word else None for word in caption_words()]
     words = sorted({word for word in per_class if word})
     column = {word: j for j, word in enumerate(words)}
     matrix = np.zeros((len(per_class), len(words)), np.float32)
@@ -50,8 +57,10 @@ def _word_matrix() -> tuple[list[str], np.ndarray]:
 
 
 def confident_words(probabilities: np.ndarray, min_probability: float) -> list[dict[str, float]]:
-    """Each photo's caption words with at least `min_probability`, summed over the classes with that word (121
-    dog breeds share "dog"), best first: probabilities (photos, 1000) → {word: probability} a photo."""
+    """Each photo's tag objects with at least `min_probability`, summed over the classes that name the same object
+    (121 dog breeds are one dog; canoe, speedboat and schooner one boat), best first, each under the object's name
+    (or the caption word of a class no object of captioner/text/objects.tsv covers): probabilities (photos, 1000)
+    → {word: probability} a photo."""
     words, matrix = _word_matrix()
-    by_word = np.asarray(probabilities, np.float32) @ matrix  # (photos, words)
+    by_word = np.asarray(probabilities, np.float32) @ matrix  # (photos, objects)
     return [{words[j]: float(row[j]) for j in np.argsort(-row) if row[j] >= min_probability} for row in by_word]
