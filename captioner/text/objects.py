@@ -1,7 +1,7 @@
 """The objects an English caption names (captioner/text/objects.tsv), and training data with chosen objects removed.
 
 Shared by the hallucination measure and held-out-concept F1 (captioner.evaluation.grounding) and by training, which
-drops every training caption that names a held-out concept (the DCC protocol; docs/grounding.md).
+drops every training photo a caption of which names a held-out concept (the DCC protocol; docs/grounding.md).
 """
 
 from __future__ import annotations
