@@ -250,10 +250,27 @@ def test_tag_constraints_sum_classes_that_share_a_word_and_keep_what_the_vocabul
     assert tag_constraints(None, on, vocab) is None  # no classifier
     chinese = Vocabulary([*SPECIAL_TOKENS, "狗", "dog"], tokenization="chars", lang="zh")
     assert tag_constraints(probabilities, on, chinese) is None  # the tag words are English
+    # only objects are required: espresso's "coffee" and lakeside's "lake" are not objects of the table
+    scene = Vocabulary([*SPECIAL_TOKENS, *WORDS, "coffee", "lake"])
+    assert tag_constraints(_probabilities(espresso=0.5, lakeside=0.4, tabby=0.35), on, scene) == [
+        {"cat": frozenset({"cat"})}]
     with pytest.raises(ValueError, match="grounding must be one of"):
         DecodeOptions(grounding="copy")
     with pytest.raises(ValueError, match="grounding_min_probability"):
         DecodeOptions(grounding_min_probability=0.0)
+
+
+def test_a_grounded_model_is_required_only_the_objects_it_learnt_from_its_tags():
+    """A grounded model's vocabulary ends in the tag words its captions never wrote (here "zebra"): a confident
+    zebra is required, a confident dog, which its captions taught it, is not."""
+    on = DecodeOptions(grounding="constrained", grounding_min_probability=0.3)
+    grounded = Vocabulary([*SPECIAL_TOKENS, *WORDS, "zebra"], tag_words=1)
+    assert grounded.caption_words == frozenset(WORDS)
+    assert tag_constraints(_probabilities(zebra=0.5, beagle=0.4), on, grounded) == [{"zebra": frozenset({"zebra"})}]
+    assert tag_constraints(_probabilities(beagle=0.9), on, grounded) == [{}]
+    plain = Vocabulary([*SPECIAL_TOKENS, *WORDS, "zebra"])  # the same words, all from captions
+    assert tag_constraints(_probabilities(zebra=0.5, beagle=0.4), on, plain) == [
+        {"zebra": frozenset({"zebra"}), "dog": frozenset({"dog"})}]
 
 
 def test_grounded_by_names_the_tag_words_a_caption_writes():

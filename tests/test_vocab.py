@@ -61,3 +61,8 @@ def test_plain_data_round_trip_and_tamper_detection():
         Vocabulary.from_dict(data)
     with pytest.raises(ArtifactError, match="not a captioner vocabulary"):
         Vocabulary.from_dict({"word_index": {}})
+    grounded = Vocabulary([*vocab.tokens, "zebra"], tag_words=1)  # a grounded model's appended tag word
+    assert Vocabulary.from_dict(grounded.to_dict()).tag_words == 1
+    assert Vocabulary.from_dict({k: v for k, v in grounded.to_dict().items() if k != "tag_words"}).tag_words == 0
+    with pytest.raises(ArtifactError, match="so not 9 tag words"):
+        Vocabulary([*vocab.tokens], tag_words=9)

@@ -1,10 +1,11 @@
 """Grounding captions in the classifier's tags: the words a constrained search must write one of, the objects no
 caption may name because the classifier does not see them, and which tag words a caption names.
 
-A photo's constraint is its confident tag objects (docs/grounding.md): those the EfficientNet-Lite classifier
-gives at least DecodeOptions.grounding_min_probability, summed over the classes that name the same object
-(canoe and speedboat are both a boat), each written by any one-token word that names it ("dog" by dog, dogs,
-puppy …) and that the model's vocabulary has: a plain model cannot be made to write a word it does not know.
+A photo's constraint is its confident tag objects (docs/grounding.md): the objects of captioner/text/objects.tsv
+the EfficientNet-Lite classifier gives at least DecodeOptions.grounding_min_probability, summed over the classes
+that name the same object (canoe and speedboat are both a boat), each written by any one-token word that names it
+("dog" by dog, dogs, puppy …) and that the model's vocabulary has: a plain model cannot be made to write a word
+it does not know.
 """
 
 from __future__ import annotations
@@ -62,11 +63,17 @@ def unseen_objects(probabilities: np.ndarray | None, options: DecodeOptions, voc
 def tag_constraints(probabilities: np.ndarray | None, options: DecodeOptions, vocab: Vocabulary,
                     ) -> list[Constraint] | None:
     """Each photo's constraint from the classifier's probabilities (photos, 1000), or None when none applies: grounding
-    off, no classifier (e.g. MobileNetV2), or a vocabulary that is not English words (the tag words are English)."""
+    off, no classifier (e.g. MobileNetV2), or a vocabulary that is not English words (the tag words are English).
+
+    Only objects of captioner/text/objects.tsv are required: ImageNet's scenes (lakeside), garments (abaya) and rare
+    artefacts (sawmill) are mostly wrong on everyday photos. A grounded model is required to write only the objects
+    it learnt from the tags alone (its vocabulary's tag words): those its captions named it writes from the tags it
+    reads, unasked (docs/grounding.md)."""
     if options.grounding != "constrained" or probabilities is None or not _english_words(vocab):
         return None
-    known = set(vocab.tokens[vocab.unk_id + 1:])
-    return [{word: names for word in words if (names := naming_words(word) & known)}
+    known = set(vocab.tokens[len(vocab) - vocab.tag_words:]) if vocab.tag_words else vocab.caption_words
+    objects = set(object_names())
+    return [{word: names for word in words if word in objects and (names := naming_words(word) & known)}
             for words in confident_words(probabilities, options.grounding_min_probability)]
 
 

@@ -52,7 +52,8 @@ def grounding_vocabulary(vocab: Vocabulary, words: Sequence[str | None] | None =
     `words`: each class's caption word (default: the ImageNet table's)."""
     known = set(vocab.tokens)
     extra = sorted({word for word in (words or caption_words()) if word and word not in known})
-    return Vocabulary([*vocab.tokens, *extra], vocab.tokenization, vocab.max_length, vocab.lang)
+    return Vocabulary([*vocab.tokens, *extra], vocab.tokenization, vocab.max_length, vocab.lang,
+                      vocab.tag_words + len(extra))
 
 
 def class_word_ids(vocab: Vocabulary, words: Sequence[str | None] | None = None) -> list[int]:

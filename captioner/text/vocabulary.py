@@ -94,6 +94,7 @@ class Vocabulary:
     tokenization: str = "words"
     max_length: int = MAX_CAPTION_LENGTH
     lang: str = "en"
+    tag_words: int = 0  # the last tokens, appended for a grounded model's tags: words no training caption wrote
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     pad_id = 0
@@ -104,6 +105,8 @@ class Vocabulary:
     def __post_init__(self) -> None:
         if tuple(self.tokens[:4]) != SPECIAL_TOKENS:
             raise ArtifactError(f"vocabulary must start with {SPECIAL_TOKENS}, got {self.tokens[:4]}")
+        if not 0 <= self.tag_words <= len(self.tokens) - len(SPECIAL_TOKENS):
+            raise ArtifactError(f"vocabulary has {len(self.tokens)} tokens, so not {self.tag_words} tag words")
         self._index = {token: i for i, token in enumerate(self.tokens)}
 
     @classmethod
@@ -140,6 +143,11 @@ class Vocabulary:
                 out.append(self.tokens[i])
         return out
 
+    @property
+    def caption_words(self) -> frozenset[str]:
+        """The tokens the training captions wrote: all but the special ones and the appended tag words."""
+        return frozenset(self.tokens[len(SPECIAL_TOKENS):len(self.tokens) - self.tag_words])
+
     def decode(self, ids: Iterable[int]) -> str:
         return self.join(self.words(ids))
 
@@ -156,7 +164,7 @@ class Vocabulary:
     def to_dict(self) -> dict[str, Any]:
         return {"format": "captioner-vocabulary", "version": 1, "tokens": list(self.tokens),
                 "tokenization": self.tokenization, "max_length": self.max_length,
-                "lang": self.lang, "fingerprint": self.fingerprint}
+                "lang": self.lang, "tag_words": self.tag_words, "fingerprint": self.fingerprint}
 
     @classmethod
     def from_dict(cls, data: object) -> Vocabulary:
@@ -165,7 +173,7 @@ class Vocabulary:
                                 "use the tokenizer.pkl written with the model.")
         try:
             vocab = cls(list(data["tokens"]), data["tokenization"], int(data["max_length"]),
-                        data.get("lang", "en"))
+                        data.get("lang", "en"), int(data.get("tag_words", 0)))
         except (KeyError, TypeError, ValueError) as error:
             raise ArtifactError(f"vocabulary file is incomplete ({error}); re-save it.") from None
         if data.get("fingerprint") not in (None, vocab.fingerprint):
