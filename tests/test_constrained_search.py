@@ -115,6 +115,21 @@ def test_every_caption_writes_a_constraint_word(seed, constraints, beam, n_best,
             assert hypothesis.attention.shape == (len(hypothesis.words), CELLS)
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), constraints=st.lists(st.lists(st.sets(st.sampled_from(WORDS), min_size=1,
+       max_size=2), max_size=2), min_size=1, max_size=3), beam=st.integers(1, 3), penalty=st.sampled_from([0.0, 0.7]),
+       repeats=st.booleans(), max_length=st.integers(3, 7))
+def test_every_caption_writes_a_word_of_each_constraint(seed, constraints, beam, penalty, repeats, max_length):
+    """With several word sets an image (Anderson et al.'s conjunction, a search state per subset met), each caption
+    of the n-best list writes one word of every set of its image."""
+    search = Search(TinyDecoder(seed), VOCAB, max_length=max_length)
+    options = DecodeOptions(beam_size=beam, n_best=beam, length_penalty=penalty, block_repeats=repeats)
+    captions = search.generate(_features(seed, len(constraints)), options, constraints)
+    for caption, sets in zip(captions, constraints, strict=True):
+        for hypothesis in caption.ranked:
+            assert all(words & set(hypothesis.words) for words in sets), (sets, hypothesis.text)
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), beam=st.integers(1, 4), n_best=st.integers(1, 4),
        penalty=st.sampled_from([0.0, 0.7]), repeats=st.booleans(), constrained=st.sets(st.integers(0, 2)))
@@ -150,6 +165,11 @@ def test_an_exhaustive_constrained_beam_finds_the_best_caption_with_the_word(see
     for wanted in ({"cat"}, {"dog", "cat"}, {"a"}):
         caption = search.generate(grid, options, [wanted])[0]
         best = max((text for text in truth if wanted & set(text.split())), key=truth.get)
+        assert caption.text == best
+        np.testing.assert_allclose(caption.score, truth[best], atol=1e-5)
+    for sets in ([{"cat"}, {"dog"}], [{"a"}, {"dog", "cat"}]):  # a word of each set
+        caption = search.generate(grid, options, [sets])[0]
+        best = max((text for text in truth if all(words & set(text.split()) for words in sets)), key=truth.get)
         assert caption.text == best
         np.testing.assert_allclose(caption.score, truth[best], atol=1e-5)
     unconstrained = search.generate(grid, options)[0]
@@ -224,6 +244,12 @@ def test_tensorflow_and_numpy_runtimes_agree(keras_decoder):
     _assert_same(search.generate(features, options, [set()] * 4), plain)
     greedy = replace(options, beam_size=1, n_best=1)  # one beam per state
     assert "cat" in search.generate(features, greedy, constraints)[0].words
+    both = [[{"cat"}, {"grass"}], set(), {"runs"}, [{"dog"}, {"on"}]]  # four states: a word of each set
+    compiled = search.generate(features, options, both)
+    eager = Search(AsArrays(keras_decoder), VOCAB).generate(features, options, both)
+    assert [[c.text for c in a.ranked] for a in compiled] == [[c.text for c in a.ranked] for a in eager]
+    assert all({"cat", "grass"} <= set(c.words) for c in compiled[0].ranked)
+    _assert_same([compiled[1]], [plain[1]])
 
 
 def _probabilities(**by_name: float) -> np.ndarray:

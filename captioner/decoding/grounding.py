@@ -25,6 +25,8 @@ Constraint = dict[str, frozenset[str]]  # tag word → the vocabulary's words th
 #: Objects the classifier cannot see: ImageNet-1k has no class for people (its groom, scuba diver and ballplayer
 #: name roles), so its probabilities say nothing about whether a photo shows a man or a child.
 UNSEEABLE = frozenset({"person"})
+#: At most this many confident objects a caption must name: a search keeps k beams for each subset of them met.
+MAX_REQUIRED = 2
 
 
 @cache
@@ -77,9 +79,10 @@ def tag_constraints(probabilities: np.ndarray | None, options: DecodeOptions, vo
             for words in confident_words(probabilities, options.grounding_min_probability)]
 
 
-def search_constraints(constraints: Sequence[Constraint]) -> list[frozenset[str]]:
-    """What Search takes: per photo, the words of which the caption must write one."""
-    return [frozenset().union(*constraint.values()) for constraint in constraints]
+def search_constraints(constraints: Sequence[Constraint]) -> list[list[frozenset[str]]]:
+    """What Search takes: per photo, the word sets of its MAX_REQUIRED most probable confident objects, of each of
+    which the caption must write one word."""
+    return [list(constraint.values())[:MAX_REQUIRED] for constraint in constraints]
 
 
 def mark_copied(captions: list[Caption], probabilities: np.ndarray | None) -> list[Caption]:

@@ -31,12 +31,13 @@ class SearchSettings(NamedTuple):
     block_repeats: bool
     max_length: int  # tokens per caption
     keep: int  # how many finished captions are wanted (the n-best list): beam search stops once they are settled
+    constraints: int = 0  # how many word sets each caption must write one word of (constrained beam search)
 
     @classmethod
-    def of(cls, options: DecodeOptions, max_length: int) -> SearchSettings:
+    def of(cls, options: DecodeOptions, max_length: int, constraints: int = 0) -> SearchSettings:
         """`options` with its max_length, if None, set to `max_length` (the vocabulary's default)."""
         return cls(options.beam_size, float(options.length_penalty), options.block_unk, options.block_repeats,
-                   options.max_length or max_length, min(options.n_best, options.beam_size))
+                   options.max_length or max_length, min(options.n_best, options.beam_size), constraints)
 
 
 class Scoring(NamedTuple):
@@ -116,8 +117,8 @@ def greedy_loop(ops: ArrayOps, decoder: StepDecoder, vocab: Vocabulary, features
 
 class Beams(NamedTuple):
     """What beam search carries from step to step for a batch of images: k beams per constraint state each
-    (width = k for a plain search; 2k for a constrained one, the k beams that met it first, then the k that
-    have not yet), the finished pool laid out the same way."""
+    (width = k for a plain search; 2**m k for one with m constraints, the k beams that met them all first), the
+    finished pool laid out the same way."""
 
     greedy: tuple[Any, ...]  # the greedy row's (tokens, log p, α) outputs, as greedy_outputs
     greedy_finished: Array  # (batch,)
@@ -153,28 +154,40 @@ def finish(ops: ArrayOps, length_penalty: float, t: Any, score: Array, ends: Arr
     return done_norm, done_score, done_seq, done_alpha
 
 
-def state_candidates(ops: ArrayOps, totals: Array, forced: Array | None) -> list[tuple[Array, int]]:
+def constraint_states(groups: int) -> list[list[int]]:
+    """Which of `groups` constraints each search state has met, state 0 (all met) first: 2**groups states."""
+    return [[(~state >> j) & 1 for j in range(groups)] for state in range(2 ** groups)]
+
+
+def state_candidates(ops: ArrayOps, totals: Array, forced: Array | None, states: list[list[int]],
+                     ) -> list[tuple[Array, int]]:
     """Each constraint state's candidates (batch, n) from the live beams' scores of every next word (batch, width, V),
     with the beam its index // V counts from.
 
-    Plain search: one state. Constrained (forced (batch, V): 1 for the words of which one must be written):
-    a met beam stays met with any word, an unmet one meets the constraint with a forced word and stays
-    unmet with any other (Anderson et al.'s finite-state machine for "one of these words", two states).
+    Plain search: one state. Constrained (forced (batch, m, V): 1 for the words of constraint j, of each of which
+    the caption must write one): a state per subset of constraints met, k beams each (Anderson et al.'s
+    finite-state machine, 2**m states), state 0 all met. A beam's candidate with word w goes to the state of the
+    constraints it had met plus those w meets; every other state gets NEG_INF for it.
     """
     batch, width, vocab_size = ops.rows(totals), totals.shape[1], totals.shape[2]
     if forced is None:
         return [(ops.reshape(totals, [batch, width * vocab_size]), 0)]
-    k = width // 2
-    unmet = totals[:, k:]  # (batch, k, V)
-    enter = unmet + ((1.0 - forced) * NEG_INF)[:, None, :]  # only forced words meet the constraint
-    stay = unmet + (forced * NEG_INF)[:, None, :]  # every other word leaves it unmet
-    # the met candidates: met beams first, so that ties keep a plain search's order
-    met = ops.reshape(ops.concat([totals[:, :k], enter], 1), [batch, width * vocab_size])  # (batch, 2kV)
-    return [(met, 0), (ops.reshape(stay, [batch, k * vocab_size]), k)]
+    k = width // len(states)
+    groups = []
+    for target in states:
+        mismatch = 0.0
+        for j, wanted in enumerate(target):
+            had = ops.constant([float(state[j]) for state in states for _ in range(k)])[None, :, None]  # (1, width, 1)
+            meets = forced[:, j][:, None, :]  # (batch, 1, V)
+            now = had + meets - had * meets  # (batch, width, V): met after this word
+            mismatch = mismatch + (1.0 - now if wanted else now)
+        # met beams first, so that ties keep a plain search's order
+        groups.append((ops.reshape(totals + mismatch * NEG_INF, [batch, width * vocab_size]), 0))  # (batch, width*V)
+    return groups
 
 
 def beam_select(ops: ArrayOps, scoring: Scoring, t: Any, logits: Array, alpha: Array, state: Any, beams: Beams,
-                forced: Array | None = None) -> tuple[Any, ...]:
+                forced: Array | None = None, states: list[list[int]] | None = None) -> tuple[Any, ...]:
     """One step of beam search after the decoder's: pick the survivors, the finished and the greedy word.
 
     Expands every live beam and, per constraint state, sends candidates ending in <end> to that state's
@@ -194,7 +207,7 @@ def beam_select(ops: ArrayOps, scoring: Scoring, t: Any, logits: Array, alpha: A
     greedy_tokens, greedy_finished, greedy = greedy_pick(
         ops, vocab, log_probs[:, width], alpha[:, width], t, beams.greedy_finished, beams.greedy)
     log_probs, alpha = log_probs[:, :width], alpha[:, :width]  # (batch, width, V), (batch, width, cells)
-    groups = state_candidates(ops, beams.alive_score[:, :, None] + log_probs, forced)
+    groups = state_candidates(ops, beams.alive_score[:, :, None] + log_probs, forced, states or [[]])
     k = width // len(groups)
     pools, alive, origins, tokens = [], [], [], []
     for g, (candidates, offset) in enumerate(groups):
@@ -221,39 +234,46 @@ def beam_select(ops: ArrayOps, scoring: Scoring, t: Any, logits: Array, alpha: A
     return tokens, state, Beams(greedy, greedy_finished, *joined)
 
 
-def initial_scores(ops: ArrayOps, batch: Any, k: int, forced: Array | None) -> Array:
+def initial_scores(ops: ArrayOps, batch: Any, k: int, forced: Array | None, states: list[list[int]]) -> Array:
     """Live scores (batch, width) before the first step: only the first beam of the start state is live, so the
-    first expansion is not k copies of one. A constrained search starts unmet, or met for an empty constraint."""
+    first expansion is not k copies of one. A constrained search starts with its empty constraints met."""
     first = ops.tile(ops.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch, 1])  # (batch, k)
     if forced is None:
         return first
     nothing = ops.fill([batch, k], NEG_INF)
-    unconstrained = (ops.reduce_max(forced, 1) == 0.0)[:, None]  # (batch, 1)
-    return ops.concat([ops.where(unconstrained, first, nothing), ops.where(unconstrained, nothing, first)], 1)
+    empty = [1.0 - ops.reduce_max(forced[:, j], 1) for j in range(len(states[0]))]  # (batch,) each: 1 if met
+    scores = []
+    for state in states:
+        starts = 1.0
+        for j, met in enumerate(state):
+            starts = starts * (empty[j] if met else 1.0 - empty[j])  # (batch,)
+        scores.append(ops.where((starts > 0.5)[:, None], first, nothing))
+    return ops.concat(scores, 1)
 
 
 def beam_loop(ops: ArrayOps, decoder: StepDecoder, vocab: Vocabulary, features: Array, settings: SearchSettings,
               forced: Array | None = None, vetoed: Array | None = None) -> tuple[Any, ...]:
-    """Beam search keeping `beam_size` live hypotheses and the `beam_size` best finished ones, or with `forced`
-    (batch, V) (1 for the words of which the caption must write one; all 0 for no constraint) as many per
-    constraint state: constrained beam search. `vetoed` (batch, V): NEG_INF for the words an image's captions may
-    not write (0 elsewhere), in every one of its rows.
+    """Beam search keeping `beam_size` live hypotheses and the `beam_size` best finished ones, or with `forced` (batch,
+    m, V) (1 for the words of constraint j, of each of which the caption must write one; all 0 for no constraint) as
+    many per constraint state: constrained beam search. `vetoed` (batch, V): NEG_INF for the words an image's
+    captions may not write (0 elsewhere), in every one of its rows.
 
-    Each step runs the decoder, then beam_select; the search stops once the best live beam, were it to
-    end at the next step (an unmet one: after one more word), would not beat the `keep`-th best finished
-    one that met the constraint, as only the best `keep` are wanted: the usual length-normalised stopping
-    rule. (Waiting until no live beam could beat it at any length changed 3 of the shipped model's 1,000
-    dev captions, at 13.9 steps a caption instead of 10.7; greedy takes 10.0.) The greedy caption is decoded
-    in the same steps, as one more row per image, so the fallback costs no second pass over the weights.
+    Each step runs the decoder, then beam_select; the search stops once the best live beam, were it to end at the
+    next step (one with constraints unmet: after one more word each), would not beat the `keep`-th best finished one
+    that met every constraint, as only the best `keep` are wanted: the usual length-normalised stopping rule.
+    (Waiting until no live beam could beat it at any length changed 3 of the shipped model's 1,000 dev captions, at
+    13.9 steps a caption instead of 10.7; greedy takes 10.0.) The greedy caption is decoded in the same steps, as
+    one more row per image, so the fallback costs no second pass over the weights.
     """
     k, keep, max_length, length_penalty = settings.beam_size, settings.keep, settings.max_length, \
         settings.length_penalty
-    width = k if forced is None else 2 * k
+    states: list[list[int]] = [[]] if forced is None else constraint_states(settings.constraints)
+    width = k * len(states)
     scoring = Scoring.of(ops, vocab, settings, vetoed, width + 1)
     batch, cells = ops.rows(features), features.shape[1]
     memory, state = start(ops, decoder, features, width + 1)  # state (batch * (width+1), ...): beams, then greedy
     beams = Beams(greedy_outputs(ops, batch, cells, max_length), ops.zeros([batch], "bool"),
-                  initial_scores(ops, batch, k, forced),
+                  initial_scores(ops, batch, k, forced, states),
                   ops.zeros([batch, width, max_length], "int32"), ops.zeros([batch, width, max_length, cells]),
                   ops.fill([batch, width], NEG_INF), ops.fill([batch, width], NEG_INF),
                   ops.zeros([batch, width, max_length], "int32"), ops.zeros([batch, width, max_length, cells]))
@@ -262,11 +282,13 @@ def beam_loop(ops: ArrayOps, decoder: StepDecoder, vocab: Vocabulary, features: 
 
     for t in ops.steps(max_length):
         logits, alpha, state = decoder.step(tokens, state, memory, False)  # (batch*(w+1), V), (batch*(w+1), cells)
-        tokens, state, beams = beam_select(ops, scoring, t, logits, alpha, state, beams, forced)
-        # the best live beam's normalised score if <end> came next with probability 1 (length t+2)
+        tokens, state, beams = beam_select(ops, scoring, t, logits, alpha, state, beams, forced, states)
+        # the best live beam's normalised score if <end> came next with probability 1 (length t+2), one more
+        # word first for each constraint a beam has not met
         ending_next = beams.alive_score[:, 0] / ops.cast(t + 2, "float32") ** length_penalty
-        if forced is not None:  # an unmet beam needs one more word (length t+3)
-            unmet_next = beams.alive_score[:, k] / ops.cast(t + 3, "float32") ** length_penalty
+        for i, met in enumerate(states[1:], 1):
+            unmet_next = beams.alive_score[:, i * k] / ops.cast(t + 2 + len(met) - sum(met), "float32") \
+                ** length_penalty
             ending_next = ops.where(unmet_next > ending_next, unmet_next, ending_next)
         if ops.all(beams.greedy_finished) & ops.all(beams.done_norm[:, keep - 1] > ending_next):
             break

@@ -8,7 +8,7 @@ TensorFlow, so both make the same Captions from the same arrays.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from captioner.text.vocabulary import Vocabulary
 
 if TYPE_CHECKING:  # the decoder contract's module imports Keras; the searches run without it
     from captioner.models.base import StepDecoder
+
+#: An image's constraint: a set of words of which its caption must write one, or several such sets, each met.
+ImageConstraint: TypeAlias = Collection[str] | Sequence[Collection[str]]
 
 
 class Search:
@@ -59,18 +62,31 @@ class Search:
         mask = self._word_mask(vetoes or [], NEG_INF)
         return None if mask is None else self._inputs(mask)
 
-    def _wanted(self, constraints: Sequence[Collection[str]] | None, n: int) -> list[set[str]]:
-        """Each image's constraint as the words of the vocabulary it names (the others cannot be written)."""
+    def _wanted(self, constraints: Sequence[ImageConstraint] | None, n: int) -> list[list[set[str]]]:
+        """Each image's constraints, each as the words of the vocabulary it names (the others cannot be written);
+        a constraint with none of them is dropped."""
         if constraints is None:
-            return [set() for _ in range(n)]
+            return [[] for _ in range(n)]
         if len(constraints) != n:
             raise ValueError(f"{len(constraints)} constraints for {n} images; give one (maybe empty) set an image.")
         writable = set(self.vocab.tokens[self.vocab.unk_id + 1:])  # no special token can be required
-        return [writable.intersection(words) for words in constraints]
+        wanted = []
+        for constraint in constraints:
+            sets = [constraint] if all(isinstance(word, str) for word in constraint) else constraint
+            wanted.append([found for words in sets if (found := writable.intersection(words))])
+        return wanted
 
-    def _forced(self, wanted: list[set[str]]) -> np.ndarray | None:
-        """(n, V): 1 for the words of which each image's caption must write one; None when no image has any."""
-        return self._word_mask(wanted, 1.0)
+    def _forced(self, wanted: list[list[set[str]]]) -> np.ndarray | None:
+        """(n, m, V): 1 for the words of each image's constraint j (m: the most any image has); None when no image
+        has any."""
+        m = max(len(sets) for sets in wanted)
+        if not m:
+            return None
+        mask = np.zeros((len(wanted), m, len(self.vocab)), np.float32)
+        for row, sets in enumerate(wanted):
+            for j, words in enumerate(sets):
+                mask[row, j, self.vocab.ids(words)] = 1.0
+        return mask
 
     def _to_caption(self, tokens: np.ndarray, log_prob: float, alpha: np.ndarray, penalty: float) -> Caption:
         ids = np.asarray(tokens).tolist()  # Python ints: the vocabulary reads them one by one
@@ -97,21 +113,23 @@ class Search:
         return self._greedy_captions(outputs, options.length_penalty, len(features))
 
     def beam(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING,
-             constraints: Sequence[Collection[str]] | None = None,
+             constraints: Sequence[ImageConstraint] | None = None,
              vetoes: Sequence[Collection[str]] | None = None) -> list[Caption]:
         """Beam search; each caption's `ranked` is its n-best list (distinct, best first).
 
         The greedy caption is always a candidate, so a wider beam never returns a caption that
         scores lower than greedy decoding under the same length normalisation. With `constraints` (a set
-        of words an image), constrained beam search: an image's captions write one of its words that the
-        vocabulary has, unless no such caption was found within max_length, when the best unconstrained
-        ones are given; an empty set is plain beam search. `vetoes` (a set of words an image) are never written.
+        of words an image, or several sets), constrained beam search: an image's captions write one of the
+        words of each set that the vocabulary has, unless no such caption was found within max_length, when the
+        best unconstrained ones are given; an empty set is plain beam search. `vetoes` (a set of words an image)
+        are never written.
         """
         wanted = self._wanted(constraints, len(features))
         forced = self._forced(wanted)
         if (options.beam_size == 1 and forced is None) or len(features) == 0:
             return self.greedy(features, options, vetoes)
-        *outputs, greedy = self._beam(self._inputs(features), SearchSettings.of(options, self.max_length),
+        settings = SearchSettings.of(options, self.max_length, 0 if forced is None else forced.shape[1])
+        *outputs, greedy = self._beam(self._inputs(features), settings,
                                       None if forced is None else self._inputs(forced),
                                       self._vetoed(vetoes, len(features)))
         seqs, scores, norms, alphas = (np.asarray(x) for x in outputs)
@@ -127,7 +145,7 @@ class Search:
                 caption = self._to_caption(seqs[i, j], scores[i, j], alphas[i, j], options.length_penalty)
                 if caption.text not in pool or pool[caption.text].score < caption.score:
                     pool[caption.text] = caption
-            met = [c for c in pool.values() if not wanted[i] or wanted[i].intersection(c.words)]
+            met = [c for c in pool.values() if all(words.intersection(c.words) for words in wanted[i])]
             ranked = sorted(met or pool.values(), key=lambda c: -c.score)[: max(options.n_best, 1)]
             best = ranked[0]
             best.alternatives = ranked[1:]
@@ -135,11 +153,11 @@ class Search:
         return results
 
     def generate(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING,
-                 constraints: Sequence[Collection[str]] | None = None,
+                 constraints: Sequence[ImageConstraint] | None = None,
                  vetoes: Sequence[Collection[str]] | None = None) -> list[Caption]:
         """Captions for a batch of feature grids; by default beam 3 (DecodeOptions()), GREEDY for greedy; with
-        `constraints` (a set of words an image), each caption writes one of its image's words (see `beam`); with
-        `vetoes` (a set of words an image), it writes none of them."""
+        `constraints` (a set of words an image, or several), each caption writes one word of each of its image's
+        sets (see `beam`); with `vetoes` (a set of words an image), it writes none of them."""
         if options.beam_size == 1 and not any(self._wanted(constraints, len(features))):
             return self.greedy(features, options, vetoes)
         return self.beam(features, options, constraints, vetoes)
