@@ -79,7 +79,7 @@ class Search:
     def _forced(self, wanted: list[list[set[str]]]) -> np.ndarray | None:
         """(n, m, V): 1 for the words of each image's constraint j (m: the most any image has); None when no image
         has any."""
-        m = max(len(sets) for sets in wanted)
+        m = max((len(sets) for sets in wanted), default=0)
         if not m:
             return None
         mask = np.zeros((len(wanted), m, len(self.vocab)), np.float32)
