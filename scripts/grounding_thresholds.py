@@ -1,7 +1,7 @@
 """How often a photo's confident tag words are right, by threshold: the numbers behind grounding_min_probability.
 
 For each dev photo, the caption words the EfficientNet-Lite classifier gives at least P (summed over the classes
-sharing a word, as constrained search uses them) that the training captions' vocabulary has; a word is right when
+naming the same object, as constrained search sums them) that the training captions' vocabulary has; one is right when
 one of the photo's five references names it (any word of the same object in captioner/text/objects.tsv).
 Reads the feature cache's class probabilities; no model is needed.
 
