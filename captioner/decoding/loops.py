@@ -159,10 +159,9 @@ def constraint_states(groups: int) -> list[list[int]]:
     return [[(~state >> j) & 1 for j in range(groups)] for state in range(2 ** groups)]
 
 
-def state_candidates(ops: ArrayOps, totals: Array, forced: Array | None, states: list[list[int]],
-                     ) -> list[tuple[Array, int]]:
-    """Each constraint state's candidates (batch, n) from the live beams' scores of every next word (batch, width, V),
-    with the beam its index // V counts from.
+def state_candidates(ops: ArrayOps, totals: Array, forced: Array | None, states: list[list[int]]) -> list[Array]:
+    """Each constraint state's candidates (batch, width*V) from the live beams' scores of every next word (batch,
+    width, V): candidate i extends beam i // V by word i % V.
 
     Plain search: one state. Constrained (forced (batch, m, V): 1 for the words of constraint j, of each of which
     the caption must write one): a state per subset of constraints met, k beams each (Anderson et al.'s
@@ -171,18 +170,17 @@ def state_candidates(ops: ArrayOps, totals: Array, forced: Array | None, states:
     """
     batch, width, vocab_size = ops.rows(totals), totals.shape[1], totals.shape[2]
     if forced is None:
-        return [(ops.reshape(totals, [batch, width * vocab_size]), 0)]
+        return [ops.reshape(totals, [batch, width * vocab_size])]
     k = width // len(states)
+    met_after = []  # per constraint: (batch, width, V), 1 where a beam's candidate has met it
+    for j in range(len(states[0])):
+        had = ops.constant([float(state[j]) for state in states for _ in range(k)])[None, :, None]  # (1, width, 1)
+        meets = forced[:, j][:, None, :]  # (batch, 1, V)
+        met_after.append(had + meets - had * meets)  # (batch, width, V)
     groups = []
-    for target in states:
-        mismatch = 0.0
-        for j, wanted in enumerate(target):
-            had = ops.constant([float(state[j]) for state in states for _ in range(k)])[None, :, None]  # (1, width, 1)
-            meets = forced[:, j][:, None, :]  # (batch, 1, V)
-            now = had + meets - had * meets  # (batch, width, V): met after this word
-            mismatch = mismatch + (1.0 - now if wanted else now)
-        # met beams first, so that ties keep a plain search's order
-        groups.append((ops.reshape(totals + mismatch * NEG_INF, [batch, width * vocab_size]), 0))  # (batch, width*V)
+    for target in states:  # met beams first, so that ties keep a plain search's order
+        mismatch = sum((1.0 - now if wanted else now) for wanted, now in zip(target, met_after, strict=True))
+        groups.append(ops.reshape(totals + mismatch * NEG_INF, [batch, width * vocab_size]))  # (batch, width*V)
     return groups
 
 
@@ -210,9 +208,9 @@ def beam_select(ops: ArrayOps, scoring: Scoring, t: Any, logits: Array, alpha: A
     groups = state_candidates(ops, beams.alive_score[:, :, None] + log_probs, forced, states or [[]])
     k = width // len(groups)
     pools, alive, origins, tokens = [], [], [], []
-    for g, (candidates, offset) in enumerate(groups):
+    for g, candidates in enumerate(groups):
         score, flat = ops.top_k(candidates, 2 * k)  # (batch, 2k)
-        origin, token = flat // vocab_size + offset, flat % vocab_size  # beam each candidate extends, its word
+        origin, token = flat // vocab_size, flat % vocab_size  # beam each candidate extends, its word
         ends = token == vocab.end_id
         done = tuple(x[:, g * k:(g + 1) * k]  # this state's finished pool
                      for x in (beams.done_norm, beams.done_score, beams.done_seq, beams.done_alpha))
@@ -244,9 +242,9 @@ def initial_scores(ops: ArrayOps, batch: Any, k: int, forced: Array | None, stat
     empty = [1.0 - ops.reduce_max(forced[:, j], 1) for j in range(len(states[0]))]  # (batch,) each: 1 if met
     scores = []
     for state in states:
-        starts = 1.0
+        starts = ops.fill([batch], 1.0)  # (batch,)
         for j, met in enumerate(state):
-            starts = starts * (empty[j] if met else 1.0 - empty[j])  # (batch,)
+            starts = starts * (empty[j] if met else 1.0 - empty[j])
         scores.append(ops.where((starts > 0.5)[:, None], first, nothing))
     return ops.concat(scores, 1)
 
