@@ -288,7 +288,7 @@ def _print_caption(path: Path, caption: Caption, args: argparse.Namespace, with_
         for rank, alternative in enumerate(caption.ranked, 1):
             print(f"{lead}{rank}. {alternative.text} ({alternative.confidence:.2f})")
     if (args.grounding == "constrained" or caption.grounded_by) and not args.json:
-        grounded = ", ".join(caption.grounded_by) or "nothing (no tag word the model knows is clear enough)"
+        grounded = ", ".join(caption.grounded_by) or "nothing (no object it must name is clear enough)"
         print(f"{lead}grounded by: {grounded}")
     if args.tags:
         seen = ", ".join(f"{tag.name} ({tag.probability:.2f})" for tag in caption.tags)
@@ -384,8 +384,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     for name, by_image in captions.items():
         grounded = sum(bool(c.grounded_by) for c in by_image.values())
         if args.grounding == "constrained":
-            print(f"{args.split} {name}: {grounded} of {len(by_image)} captions name a tag word the classifier gave "
-                  f"at least {args.grounding_min_probability} (the others had none the model knows)")
+            print(f"{args.split} {name}: {grounded} of {len(by_image)} captions write a word of their tags "
+                  f"(required: the objects the classifier gives at least {args.grounding_min_probability}; "
+                  f"docs/grounding.md says which)")
         elif grounded:  # a grounded model's copies
             print(f"{args.split} {name}: {grounded} of {len(by_image)} captions copy a word of their photo's tags")
     print("SPICE is not reported: it needs Stanford CoreNLP models downloaded at run time.")
