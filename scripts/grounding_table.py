@@ -75,8 +75,8 @@ def figure(rows: list[dict], path: Path) -> None:
     fig = Figure(figsize=(12 if naming else 6, 4.5))
     axes = fig.subplots(1, 2 if naming else 1, squeeze=False)[0]
     models = list(dict.fromkeys(row["model"] for row in rows))
+    modes = list(dict.fromkeys(row["grounding"] for row in rows))
     for row in rows:  # one marker per model, one colour per mode
-        modes = [r["grounding"] for r in rows if r["model"] == row["model"]]
         axes[0].scatter(row["CHAIR_s"], row["CIDEr"], s=40, marker="osD^v*"[models.index(row["model"]) % 6],
                         color=f"C{modes.index(row['grounding']) % 10}", label=f"{row['model']}, {row['grounding']}")
     axes[0].set(xlabel="CHAIR_s (captions inventing an object)", ylabel="CIDEr", title="Dev, beam 3")
@@ -87,7 +87,7 @@ def figure(rows: list[dict], path: Path) -> None:
         for i, row in enumerate(naming):
             xs = [j + i * width for j in range(len(concepts))]
             axes[1].bar(xs, [row["held-out F1"][c] for c in concepts], width,
-                        label=f"{row['model']}, {row['grounding']}")
+                        color=f"C{modes.index(row['grounding']) % 10}", label=f"{row['model']}, {row['grounding']}")
         axes[1].set_xticks([j + 0.4 - width / 2 for j in range(len(concepts))], concepts, fontsize=8)
         axes[1].set(ylabel="F1 of naming it", ylim=(0, 1),
                     title="Held-out concepts, dev (models without grounding: 0)")
