@@ -16,8 +16,7 @@ from functools import cache
 import numpy as np
 
 from captioner.decoding.options import Caption, DecodeOptions
-from captioner.features.imagenet import caption_words
-from captioner.features.tags import confident_words, top_tags
+from captioner.features.tags import class_objects, confident_words, top_tags
 from captioner.text.objects import naming_words, object_names
 from captioner.text.vocabulary import Vocabulary
 
@@ -32,15 +31,11 @@ MAX_REQUIRED = 2
 @cache
 def _seeable_objects() -> tuple[list[str], np.ndarray]:
     """The objects some ImageNet class names (people excepted) and the (classes, objects) 0/1 matrix of which
-    classes name each object."""
-    words = caption_words()
-    names, columns = [], []
-    for name in object_names():
-        column = np.array([word is not None and word in naming_words(name) for word in words], np.float32)
-        if name not in UNSEEABLE and column.any():
-            names.append(name)
-            columns.append(column)
-    return names, np.stack(columns, axis=1)  # (classes, objects)
+    classes name each object: the object columns of the tags' class_objects()."""
+    names, matrix = class_objects()
+    seeable = set(object_names()) - UNSEEABLE
+    keep = [j for j, name in enumerate(names) if name in seeable]
+    return [names[j] for j in keep], matrix[:, keep]  # (classes, objects)
 
 
 def _english_words(vocab: Vocabulary) -> bool:

@@ -185,13 +185,13 @@ def state_candidates(ops: ArrayOps, totals: Array, forced: Array | None, states:
 
 
 def beam_select(ops: ArrayOps, scoring: Scoring, t: Any, logits: Array, alpha: Array, state: Any, beams: Beams,
-                forced: Array | None = None, states: list[list[int]] | None = None) -> tuple[Any, ...]:
+                forced: Array | None, states: list[list[int]]) -> tuple[Any, ...]:
     """One step of beam search after the decoder's: pick the survivors, the finished and the greedy word.
 
     Expands every live beam and, per constraint state, sends candidates ending in <end> to that state's
     finished pool (on the few steps where one ends; the pool is unchanged otherwise) and keeps the best
     others alive, then reorders the decoder state to match. Returns the next tokens (batch*(width+1),),
-    that state and the new Beams.
+    that state and the new Beams. `forced` and `states` as beam_loop has them (None and [[]]: a plain search).
     """
     batch, width, max_length = ops.rows(beams.alive_seq), beams.alive_seq.shape[1], beams.alive_seq.shape[2]
     vocab = scoring.vocab
@@ -205,7 +205,7 @@ def beam_select(ops: ArrayOps, scoring: Scoring, t: Any, logits: Array, alpha: A
     greedy_tokens, greedy_finished, greedy = greedy_pick(
         ops, vocab, log_probs[:, width], alpha[:, width], t, beams.greedy_finished, beams.greedy)
     log_probs, alpha = log_probs[:, :width], alpha[:, :width]  # (batch, width, V), (batch, width, cells)
-    groups = state_candidates(ops, beams.alive_score[:, :, None] + log_probs, forced, states or [[]])
+    groups = state_candidates(ops, beams.alive_score[:, :, None] + log_probs, forced, states)
     k = width // len(groups)
     pools, alive, origins, tokens = [], [], [], []
     for g, candidates in enumerate(groups):

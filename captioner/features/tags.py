@@ -43,9 +43,9 @@ def _object_of(word: str) -> str:
 
 
 @cache
-def _word_matrix() -> tuple[list[str], np.ndarray]:
-    """The objects (or words) of the class table's caption words and a (1000, objects) 0/1 matrix: which class
-    names which."""
+def class_objects() -> tuple[list[str], np.ndarray]:
+    """The objects (or, outside captioner/text/objects.tsv, the words) the class table's caption words name, and a
+    (1000, objects) 0/1 matrix: which class names which."""
     per_class = [_object_of(word) if word else None for word in caption_words()]
     words = sorted({word for word in per_class if word})
     column = {word: j for j, word in enumerate(words)}
@@ -61,6 +61,6 @@ def confident_words(probabilities: np.ndarray, min_probability: float) -> list[d
     (121 dog breeds are one dog; canoe, speedboat and schooner one boat), best first, each under the object's name
     (or the caption word of a class no object of captioner/text/objects.tsv covers): probabilities (photos, 1000)
     → {word: probability} a photo."""
-    words, matrix = _word_matrix()
+    words, matrix = class_objects()
     by_word = np.asarray(probabilities, np.float32) @ matrix  # (photos, objects)
     return [{words[j]: float(row[j]) for j in np.argsort(-row) if row[j] >= min_probability} for row in by_word]
