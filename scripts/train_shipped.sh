@@ -4,12 +4,13 @@
 #   1. cross-entropy training                        configs/flickr8k_lite2.yaml     -> runs/flickr8k-lite2/
 #   2. three more epochs without label smoothing     configs/flickr8k_lite2_ft.yaml  -> runs/flickr8k-lite2-ft/
 #   3. weight soup 0.5 x stage 1 + 0.5 x stage 2                                      -> runs/flickr8k-lite2-soup/
-# de, on EfficientNet-Lite2 features: cross-entropy alone, configs/flickr8k_de_lite2.yaml -> runs/flickr8k-de-lite2/
-#   (its fine-tune and their soup, configs/flickr8k_de_lite2_ft.yaml, scored lower on dev CIDEr)
-# zh and en-mobilenet (English on MobileNetV2), on MobileNetV2 features:
-#   1. cross-entropy training              configs/flickr8k[_LANG].yaml       -> runs/flickr8k[-LANG]/
-#   2. self-critical fine-tuning (CIDEr)   configs/flickr8k[_LANG]_scst.yaml  -> runs/flickr8k[-LANG]-scst/
-#   3. weight soup 0.7 x stage 1 + 0.3 x stage 2                              -> runs/flickr8k[-LANG]-soup/
+# de and zh, on EfficientNet-Lite2 features: cross-entropy alone, configs/flickr8k_LANG_lite2.yaml
+#   -> runs/flickr8k-LANG-lite2/ (German's fine-tune and their soup, configs/flickr8k_de_lite2_ft.yaml, scored lower
+#   on dev CIDEr)
+# en-mobilenet (English on MobileNetV2), on MobileNetV2 features:
+#   1. cross-entropy training              configs/flickr8k.yaml       -> runs/flickr8k/
+#   2. self-critical fine-tuning (CIDEr)   configs/flickr8k_scst.yaml  -> runs/flickr8k-scst/
+#   3. weight soup 0.7 x stage 1 + 0.3 x stage 2                       -> runs/flickr8k-soup/
 # then dev metrics, stored in the model file for the app's model panel.
 # Ship it: cp runs/<run>[-soup]/{mymodel.h5,tokenizer.pkl} .   (models/<name>/ for the others)
 # About 1.5 hours for English on 2 CPU cores (after 3.4 minutes extracting its features), 2 for en-mobilenet,
@@ -21,7 +22,7 @@ name="${1:-en}"
 case "$name" in  # the stages' recipes, stage 1's run folder, then (for a soup) stage 2's folder and the weights
   en) stages=(flickr8k_lite2 flickr8k_lite2_ft); run=flickr8k-lite2; soup=(flickr8k-lite2-ft 0.5 0.5) ;;
   en-mobilenet) stages=(flickr8k flickr8k_scst); run=flickr8k; soup=(flickr8k-scst 0.7 0.3) ;;
-  zh) stages=(flickr8k_zh flickr8k_zh_scst); run=flickr8k-zh; soup=(flickr8k-zh-scst 0.7 0.3) ;;
+  zh) stages=(flickr8k_zh_lite2); run=flickr8k-zh-lite2; soup=() ;;
   de) stages=(flickr8k_de_lite2); run=flickr8k-de-lite2; soup=() ;;
   *) echo "train_shipped.sh: unknown model '$name' (en, zh, de or en-mobilenet)" >&2; exit 2 ;;
 esac

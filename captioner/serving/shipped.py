@@ -16,7 +16,7 @@ from captioner.artifacts.model_files import MODEL_FILE, VOCAB_FILE
 
 SHIPPED_LANGUAGES = {"en": "English", "zh": "Chinese", "de": "German"}
 #: Every model the repository ships, by name, with the language it captions in: each language's default
-#: model (English and German on EfficientNet-Lite2, whose tags ground English captions); "en-fast", an
+#: model (on EfficientNet-Lite2, whose tags ground English captions); "en-fast", an
 #: English model with under half the decoder's weights, faster and lower dev scores (MODEL_CARD.md, "The fast
 #: English model"); and "en-mobilenet", English on MobileNetV2 features, without tags.
 #: The options are chosen by their path, models/<name>/.
@@ -37,7 +37,7 @@ def env_names(lang: str) -> tuple[str, str]:
 
 
 #: The first training recipe of each language's shipped model (scripts/train_shipped.sh runs every stage).
-RECIPES = {"en": "configs/flickr8k_lite2.yaml", "zh": "configs/flickr8k_zh.yaml",
+RECIPES = {"en": "configs/flickr8k_lite2.yaml", "zh": "configs/flickr8k_zh_lite2.yaml",
            "de": "configs/flickr8k_de_lite2.yaml"}
 
 
