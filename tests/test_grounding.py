@@ -11,7 +11,7 @@ from conftest import FLICKR8K, missing_input
 from captioner.data.datasets import CaptionDataset
 from captioner.errors import CaptionerError
 from captioner.evaluation.grounding import concept_f1, grounding_report, hallucination
-from captioner.text.objects import mentioned_objects, object_names, parse_concepts, without_concepts
+from captioner.text.objects import mentioned_objects, naming_words, object_names, parse_concepts, without_concepts
 from captioner.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +92,16 @@ def test_report_has_held_out_rows_only_for_held_out_models():
     assert "held-out F1" not in grounding_report(captions, references)
     report = grounding_report(captions, references, "bicycle")
     assert "CHAIR_s" in report and "held-out F1" in report and "1.000" in report.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("word", "names"), [
+    ("dog", {"dog", "dogs", "puppy", "puppies"}),  # a subset: the table has more breeds
+    ("hot dog", {"hotdog", "hotdogs"}),  # an object whose name is two words: its one-word names
+    ("grass", {"grass"}),  # no object of the table: the word itself
+])
+def test_naming_words_are_the_one_word_names_of_the_object(word, names):
+    assert names <= naming_words(word) and all(" " not in w for w in naming_words(word))
+    assert not naming_words(word) & naming_words("hot dog" if word == "dog" else "dog")  # a hot dog is no dog
 
 
 def test_every_object_has_a_distinct_name():

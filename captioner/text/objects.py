@@ -40,9 +40,9 @@ def object_names() -> list[str]:
 
 @cache
 def naming_words(word: str) -> frozenset[str]:
-    """The one-token words that name the object `word` names (dog → dog, dogs, puppy, …, lab), or just the word
-    when it names none of the table's objects: what a caption may write for a tag word."""
-    name = object_phrases().get((word,))
+    """The one-token words that name the object `word` names (dog → dog, dogs, puppy, …, lab; hot dog → hotdog,
+    hotdogs), or just the word when it names none of the table's objects: what a caption may write for a tag word."""
+    name = object_phrases().get(tuple(_TOKEN.findall(word.lower())))
     if name is None:
         return frozenset([word])
     return frozenset(key[0] for key, other in object_phrases().items() if other == name and len(key) == 1)
