@@ -32,6 +32,7 @@ from captioner.evaluation.metrics import format_table, score_captions
 from captioner.features.efficientnet_lite import preprocess_input
 from captioner.features.encoders import ImageEncoder
 from captioner.models.base import get_decoder
+from captioner.training.callbacks import DevScores
 from captioner.training.pipelines import caption_dataset, encode_split
 from captioner.training.xent import CaptionTrainer
 
@@ -75,12 +76,14 @@ def grids(tail: keras.Model, acts: np.ndarray, batch_size: int = 250) -> np.ndar
                            for s in range(0, len(acts), batch_size)])
 
 
-def dev_scores(search: TFSearch, features: np.ndarray, names: list[str], references: dict[str, list[str]],
-               options: DecodeOptions, final: bool = False) -> dict[str, float]:
-    """BLEU/CIDEr (with METEOR, PTB-tokenised, when `final`) of the dev captions, from the grids alone (no tags)."""
-    texts = [c.text for s in range(0, len(features), 250) for c in search.generate(features[s:s + 250], options)]
-    return score_captions({n: references[n] for n in names}, dict(zip(names, texts, strict=True)),
-                          meteor=final, ptb=final)
+def dev_scores(search: TFSearch, features: np.ndarray, references: dict[str, list[str]],
+               names: list[str]) -> dict[str, dict[str, float]]:
+    """Greedy and beam-3 scores (PTB-tokenised, with METEOR) of the dev captions, from the grids alone (no tags)."""
+    scores = {}
+    for name, options in (("greedy", GREEDY), ("beam 3", DecodeOptions(beam_size=3))):
+        captions = DevScores(search, features, references, names, options=options).captions()
+        scores[f"dev {name}"] = score_captions(references, dict(zip(names, captions, strict=True)))
+    return scores
 
 
 def main() -> None:
@@ -117,31 +120,28 @@ def main() -> None:
     trainer = CaptionTrainer(model, label_smoothing=0.0, attention_reg=1.0)
     trainer.compile(optimizer=keras.optimizers.Adam(args.learning_rate, clipnorm=5.0))
     search = TFSearch(decoder, vocab)
-
-    def final_scores() -> dict[str, dict[str, float]]:
-        dev_grids = grids(tail, dev_acts)
-        return {f"dev {name}": dev_scores(search, dev_grids, dev_names, dataset.captions, options, final=True)
-                for name, options in (("greedy", GREEDY), ("beam 3", DecodeOptions(beam_size=3)))}
+    references = {name: dataset.captions[name] for name in dev_names}
 
     before = model.get_weights()
-    initial = final_scores()
+    dev_grids = grids(tail, dev_acts)  # recomputed after each epoch: the tail arm moves them
+    initial = dev_scores(search, dev_grids, references, dev_names)
     print(format_table(initial))
-    history = [{"epoch": 0, "minutes": 0.0, **dev_scores(search, grids(tail, dev_acts), dev_names,
-                                                          dataset.captions, GREEDY)}]
+    history = [{"epoch": 0, "minutes": 0.0, **DevScores(search, dev_grids, references, dev_names).scores()}]
     print(history[-1])
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         loss = trainer.fit(data, epochs=1, verbose=2).history["loss"][-1]
         minutes = (time.perf_counter() - start) / 60
+        dev_grids = grids(tail, dev_acts)
         history.append({"epoch": epoch, "minutes": round(minutes, 1), "loss": loss,
-                        **dev_scores(search, grids(tail, dev_acts), dev_names, dataset.captions, GREEDY)})
+                        **DevScores(search, dev_grids, references, dev_names).scores()})
         print(history[-1])
-    final = final_scores()
+    final = dev_scores(search, dev_grids, references, dev_names)
     print(format_table(final))
     after = model.get_weights()
     model.save_weights(Path(args.output).with_name(f"finetune_{args.arm}.weights.h5"))
     model.set_weights([(old + new) / 2 for old, new in zip(before, after, strict=True)])  # a 0.5 / 0.5 weight soup
-    soup = final_scores()
+    soup = dev_scores(search, grids(tail, dev_acts), references, dev_names)
     print("soup of the start and the result:\n" + format_table(soup))
     out = Path(f"{args.output}_{args.arm}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

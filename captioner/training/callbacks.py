@@ -28,11 +28,17 @@ class DevScores(keras.callbacks.Callback):
         self.names = names
         self.batch_size = batch_size
 
-    def scores(self) -> dict[str, float]:
+    def captions(self) -> list[str]:
+        """The dev images' captions, in the order of `names`."""
         captions: list[str] = []
         for start in range(0, len(self.features), self.batch_size):
             batch = self.features[start:start + self.batch_size]  # (batch, cells, channels)
             captions.extend(c.text for c in self.generator.generate(batch, self.options))
+        return captions
+
+    def scores(self) -> dict[str, float]:
+        """BLEU and CIDEr (our tokenizer, no METEOR: quick enough for every epoch) of the dev captions."""
+        captions = self.captions()
         vocab = self.generator.vocab
         return score_captions(self.references, dict(zip(self.names, captions, strict=True)), lang=vocab.lang,
                               tokenization=vocab.tokenization, meteor=False, ptb=False)
