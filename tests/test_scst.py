@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from pycocoevalcap.cider.cider import Cider
@@ -128,13 +130,40 @@ def test_self_critical_needs_two_samples(tiny):
         SelfCriticalTrainer(model, vocab, reward, samples=1)
 
 
-def _teacher_forced_log_probs(model, vocab, features, samples):
-    """log p of each sampled token by one teacher-forced pass in inference mode: (rows, T)."""
+def _teacher_forced_log_probs(model, vocab, features, samples, temperature=1.0):
+    """log p of each sampled token under softmax(logits / temperature), by one teacher-forced pass in inference
+    mode: (rows, T)."""
     import tensorflow as tf
 
     inputs = tf.constant(np.concatenate([np.full((len(samples), 1), vocab.start_id), samples[:, :-1]], 1), tf.int32)
     logits, _ = model([features, inputs], training=False)  # (rows, T, V)
-    return tf.gather(tf.nn.log_softmax(logits), samples, batch_dims=2).numpy()
+    return tf.gather(tf.nn.log_softmax(logits / temperature), samples, batch_dims=2).numpy()
+
+
+def test_sampling_at_a_temperature_draws_from_the_sharpened_distribution():
+    """At temperature T the draws and their log-probabilities are those of softmax(logits / T): near 0 they are
+    the greedy captions, and the policy gradient follows the tempered log-probabilities."""
+    import keras
+    import tensorflow as tf
+
+    from captioner.decoding.options import GREEDY
+    from captioner.decoding.tf_search import TFSearch
+    from captioner.models.base import build_caption_model, get_decoder
+    from captioner.text.vocabulary import Vocabulary
+
+    keras.utils.set_random_seed(2)
+    vocab = Vocabulary.build([c for group in GROUPS for c in group], min_count=1)
+    model = build_caption_model(len(vocab), (CELLS, CHANNELS), embedding_dim=16, units=32, attention_units=8)
+    features = np.random.default_rng(2).normal(scale=3.0, size=(12, CELLS, CHANNELS)).astype("float32")
+    generator = TFSearch(get_decoder(model), vocab, max_length=8)
+    for temperature in (0.5, 2.0):
+        samples, log_probs = (x.numpy() for x in generator.sample(tf.constant(features), temperature=temperature))
+        mask = samples != vocab.pad_id
+        reference = _teacher_forced_log_probs(model, vocab, tf.constant(features), samples, temperature)
+        np.testing.assert_allclose(log_probs[mask], reference[mask], atol=1e-4)
+    cold, _ = generator.sample(tf.constant(features), temperature=1e-3)
+    greedy = [caption.words for caption in generator.greedy(features, replace(GREEDY, block_repeats=False))]
+    assert [vocab.words(row) for row in cold.numpy()] == greedy
 
 
 def test_sampled_log_probs_are_those_of_the_drawing_pass_with_or_without_dropout():

@@ -32,6 +32,7 @@ class SearchSettings(NamedTuple):
     max_length: int  # tokens per caption
     keep: int  # how many finished captions are wanted (the n-best list): beam search stops once they are settled
     constraints: int = 0  # how many word sets each caption must write one word of (constrained beam search)
+    temperature: float = 1.0  # logits / temperature before the softmax: below 1, samples keep to the likeliest words
 
     @classmethod
     def of(cls, options: DecodeOptions, max_length: int, constraints: int = 0) -> SearchSettings:
@@ -47,6 +48,7 @@ class Scoring(NamedTuple):
     blocked: Array  # (V,) or (rows, V): NEG_INF for the tokens never written, 0 for the others
     repeat_blocker: RepeatBlocker | None
     length_penalty: float
+    temperature: float = 1.0
 
     @classmethod
     def of(cls, ops: ArrayOps, vocab: Vocabulary, settings: SearchSettings, vetoed: Array | None = None,
@@ -56,11 +58,14 @@ class Scoring(NamedTuple):
         blocked = ops.constant(blocked_tokens(vocab, settings.block_unk))  # (V,)
         if vetoed is not None:
             blocked = ops.repeat(vetoed, copies) + blocked  # (rows, V)
-        return cls(vocab, blocked, RepeatBlocker(vocab) if settings.block_repeats else None, settings.length_penalty)
+        return cls(vocab, blocked, RepeatBlocker(vocab) if settings.block_repeats else None, settings.length_penalty,
+                   settings.temperature)
 
     def log_probs(self, ops: ArrayOps, logits: Array, history: Array | None, t: Any) -> Array:
         """Logits (rows, V) → log-probabilities (rows, V) with the blocked tokens at NEG_INF, given each row's
         tokens so far (rows, T; needed only with a repeat blocker)."""
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
         log_probs = ops.log_softmax(logits) + self.blocked  # (rows, V)
         return log_probs if self.repeat_blocker is None else self.repeat_blocker(log_probs, history, t)
 

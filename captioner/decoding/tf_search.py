@@ -56,15 +56,17 @@ class TFSearch(Search):
         return beam_loop(TF, self.decoder, self.vocab, features, settings, forced, vetoed)
 
     def sample(self, features: tf.Tensor, max_length: int | None = None, training: bool = False,
-               copies: int = 1) -> tuple[tf.Tensor, tf.Tensor]:
-        """`copies` captions per row drawn from the model's distribution (<unk> never, repeats allowed).
+               copies: int = 1, temperature: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
+        """`copies` captions per row drawn from the model's distribution (<unk> never, repeats allowed), or at a
+        `temperature` from softmax(logits / temperature), whose log-probabilities are then the ones returned.
 
         Returns the tokens (rows*copies, longest sample), each row's copies together, <pad> after <end>, and
         each token's log-probability (rows*copies, longest sample), 0 after <end>. Each image is prepared
         once. Under a GradientTape with training=True the log-probabilities carry the gradient of the very
         pass that drew the words, dropout masks included (self-critical training needs no second pass).
         """
-        settings = SearchSettings(1, 0.0, True, False, max_length or self.max_length, 1)  # <unk> blocked, repeats not
+        settings = SearchSettings(1, 0.0, True, False, max_length or self.max_length, 1,  # <unk> blocked, repeats not
+                                  temperature=float(temperature))
         tokens, log_probs, _ = self._sample(features, settings, True, training, copies)  # (rows*copies, T) each
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(tokens != self.vocab.pad_id, tf.int32), axis=1))
         return tokens[:, :longest], log_probs[:, :longest]  # (rows*copies, longest) each

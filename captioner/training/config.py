@@ -55,6 +55,7 @@ class TrainConfig:
     scst_samples: int = 5  # captions sampled per image for the self-critical baseline
     scst_max_length: int = 20  # tokens per sampled caption, <end> included (the usual cap)
     scst_dropout: bool = False  # sample (and differentiate) with dropout on, as in training mode
+    scst_temperature: float = 1.0  # sample from softmax(logits / temperature): below 1, closer to greedy captions
     seed: int = 0
     held_out_concepts: str | None = None  # e.g. "bicycle, boat": train captions naming these are dropped (DCC)
 
@@ -87,6 +88,8 @@ class TrainConfig:
             if self.scst_max_length < 2:
                 raise CaptionerError(f"scst_max_length must leave room for a word and <end>, "
                                      f"not {self.scst_max_length}.")
+            if not self.scst_temperature > 0:
+                raise CaptionerError(f"scst_temperature must be above 0, not {self.scst_temperature}.")
             if self.scst_samples < 2:
                 raise CaptionerError(f"scst_samples must be at least 2 (each sample's baseline is the mean of "
                                      f"the others), not {self.scst_samples}.")

@@ -125,7 +125,7 @@ def _trainer_and_data(config: TrainConfig, caption_model: keras.Model, vocab: Vo
                   for captions in split_captions(dataset, train_names, vocab.lang, vocab.tokenization, mirrored)]
     reward = CiderD([[vocab.tokenize(c) for c in captions] for captions in references])
     trainer = SelfCriticalTrainer(caption_model, vocab, reward, config.scst_samples, config.scst_max_length,
-                                  config.scst_dropout)
+                                  config.scst_dropout, config.scst_temperature)
     train_ds = image_dataset(train_features, config.batch_size, config.seed)
     return trainer, train_ds, None, int(train_ds.cardinality())
 

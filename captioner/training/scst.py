@@ -32,9 +32,10 @@ class SelfCriticalTrainer(keras.Model):
     """Wraps a caption model for fit() on (features, image index) batches with a CIDEr-D reward."""
 
     def __init__(self, caption_model: keras.Model, vocab: Vocabulary, reward: CiderD, samples: int = 5,
-                 max_length: int | None = None, dropout: bool = False, **kwargs):
+                 max_length: int | None = None, dropout: bool = False, temperature: float = 1.0, **kwargs):
         """`max_length`: tokens per sampled caption, <end> included (default: the vocabulary's limit);
-        `dropout`: sample with dropout on (the mask of each draw is the one differentiated)."""
+        `dropout`: sample with dropout on (the mask of each draw is the one differentiated); `temperature`: sample
+        from softmax(logits / temperature), the policy whose gradient is then followed."""
         super().__init__(**kwargs)
         if samples < 2:
             raise ValueError(f"self-critical training needs at least 2 samples per image, got {samples}")
@@ -42,6 +43,7 @@ class SelfCriticalTrainer(keras.Model):
         self.generator = TFSearch(get_decoder(caption_model), vocab, max_length)
         self.max_length = max_length
         self.dropout = dropout
+        self.temperature = temperature
         self.vocab = vocab
         self.reward = reward
         self.samples = samples
@@ -63,8 +65,8 @@ class SelfCriticalTrainer(keras.Model):
         features, image_index = data  # (batch, cells, channels), (batch,)
         image_index = tf.repeat(image_index, self.samples)  # (batch * samples,)
         with tf.GradientTape() as tape:
-            samples, log_probs = self.generator.sample(features, self.max_length, self.dropout,
-                                                       self.samples)  # (batch * samples, T) each
+            samples, log_probs = self.generator.sample(features, self.max_length, self.dropout, self.samples,
+                                                       self.temperature)  # (batch * samples, T) each
             rewards = tf.numpy_function(self._rewards, [samples, image_index], tf.float32)
             rewards = tf.reshape(rewards, [-1, self.samples])  # (batch, samples)
             advantage = tf.stop_gradient(tf.reshape(leave_one_out_advantage(rewards), [-1]))  # (rows,)
