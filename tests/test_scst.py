@@ -131,13 +131,51 @@ def test_self_critical_needs_two_samples(tiny):
 
 
 def _teacher_forced_log_probs(model, vocab, features, samples, temperature=1.0):
-    """log p of each sampled token under softmax(logits / temperature), by one teacher-forced pass in inference
-    mode: (rows, T)."""
+    """log p of each sampled token under the sampling policy, softmax(logits / temperature) over the tokens a
+    sample may hold (not <pad>, <start> or <unk>), by one teacher-forced pass in inference mode: (rows, T)."""
     import tensorflow as tf
 
     inputs = tf.constant(np.concatenate([np.full((len(samples), 1), vocab.start_id), samples[:, :-1]], 1), tf.int32)
     logits, _ = model([features, inputs], training=False)  # (rows, T, V)
-    return tf.gather(tf.nn.log_softmax(logits / temperature), samples, batch_dims=2).numpy()
+    never = np.isin(np.arange(len(vocab)), [vocab.pad_id, vocab.start_id, vocab.unk_id])  # (V,)
+    policy = tf.nn.log_softmax(tf.where(never, -np.inf, logits / temperature))  # (rows, T, V)
+    return tf.gather(policy, samples, batch_dims=2).numpy()
+
+
+def test_the_policy_gradient_never_moves_tokens_a_sample_cannot_hold():
+    """Samples never hold <unk>, so the policy is renormalised over the other words: its log-probabilities are
+    those of that distribution even where the model puts most of its mass on <unk>, and the self-critical loss has
+    no gradient on <unk>'s logit. (Unrenormalised, every negative advantage raised <unk>, which no sample could
+    lower again, until the Lite2 models wrote almost nothing else.)"""
+    import keras
+    import tensorflow as tf
+
+    from captioner.decoding.tf_search import TFSearch
+    from captioner.models.base import build_caption_model, get_decoder
+    from captioner.text.vocabulary import Vocabulary
+    from captioner.training.scst import leave_one_out_advantage
+
+    keras.utils.set_random_seed(3)
+    vocab = Vocabulary.build([c for group in GROUPS for c in group], min_count=1)
+    model = build_caption_model(len(vocab), (CELLS, CHANNELS), embedding_dim=16, units=32, attention_units=8)
+    decoder = get_decoder(model)
+    bias = decoder.out_vocab.bias
+    bias.assign(tf.tensor_scatter_nd_update(bias, [[vocab.unk_id]], [8.0]))  # <unk> gets most of the mass
+    features = tf.constant(np.random.default_rng(3).normal(size=(6, CELLS, CHANNELS)).astype("float32"))
+    generator = TFSearch(decoder, vocab, max_length=8)
+    with tf.GradientTape() as tape:
+        samples, log_probs = generator.sample(features, copies=4)  # (24, T) each
+        rewards = tf.constant(np.random.default_rng(4).random((6, 4)).astype("float32"))
+        advantage = tf.reshape(leave_one_out_advantage(rewards), [-1])  # (24,)
+        loss = -tf.reduce_sum(advantage[:, None] * log_probs)
+    samples, log_probs = samples.numpy(), log_probs.numpy()
+    mask = samples != vocab.pad_id
+    reference = _teacher_forced_log_probs(model, vocab, tf.repeat(features, 4, axis=0), samples)
+    np.testing.assert_allclose(log_probs[mask], reference[mask], atol=1e-4)
+    assert log_probs[mask].mean() > -4, "the drawn words are likely under the renormalised policy"
+    gradient = tape.gradient(loss, bias).numpy()
+    assert gradient[vocab.unk_id] == 0 and gradient[vocab.pad_id] == 0
+    assert np.abs(gradient).max() > 1e-3
 
 
 def test_sampling_at_a_temperature_draws_from_the_sharpened_distribution():

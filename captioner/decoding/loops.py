@@ -61,13 +61,22 @@ class Scoring(NamedTuple):
         return cls(vocab, blocked, RepeatBlocker(vocab) if settings.block_repeats else None, settings.length_penalty,
                    settings.temperature)
 
-    def log_probs(self, ops: ArrayOps, logits: Array, history: Array | None, t: Any) -> Array:
+    def log_probs(self, ops: ArrayOps, logits: Array, history: Array | None, t: Any, policy: bool = False) -> Array:
         """Logits (rows, V) → log-probabilities (rows, V) with the blocked tokens at NEG_INF, given each row's
-        tokens so far (rows, T; needed only with a repeat blocker)."""
+        tokens so far (rows, T; needed only with a repeat blocker).
+
+        policy=True (sampling) renormalises them over the tokens that may be written: the distribution a sample
+        is drawn from. A policy gradient on the unrenormalised ones would raise the blocked tokens, which are never
+        drawn to be corrected: self-critical training collapsed onto <unk> that way."""
         if self.temperature != 1.0:
             logits = logits / self.temperature
-        log_probs = ops.log_softmax(logits) + self.blocked  # (rows, V)
-        return log_probs if self.repeat_blocker is None else self.repeat_blocker(log_probs, history, t)
+        if not policy:
+            log_probs = ops.log_softmax(logits) + self.blocked  # (rows, V)
+            return log_probs if self.repeat_blocker is None else self.repeat_blocker(log_probs, history, t)
+        scores = logits + self.blocked  # lowered before the softmax: no probability and no gradient for them
+        if self.repeat_blocker is not None:
+            scores = self.repeat_blocker(scores, history, t)
+        return ops.log_softmax(scores)  # (rows, V)
 
 
 def start(ops: ArrayOps, decoder: StepDecoder, features: Array, copies: int, training: bool = False) -> tuple[Any, Any]:
@@ -115,7 +124,7 @@ def greedy_loop(ops: ArrayOps, decoder: StepDecoder, vocab: Vocabulary, features
         if ops.all(finished):
             break
         logits, alpha, state = decoder.step(tokens, state, memory, training)  # (batch, V)
-        log_probs = scoring.log_probs(ops, logits, outputs[0], t)  # (batch, V)
+        log_probs = scoring.log_probs(ops, logits, outputs[0], t, policy=sample)  # (batch, V)
         tokens, finished, outputs = greedy_pick(ops, vocab, log_probs, alpha, t, finished, outputs, sample)
     return outputs
 
