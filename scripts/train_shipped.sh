@@ -5,17 +5,18 @@
 #   2. three more epochs without label smoothing     configs/flickr8k_lite2_ft.yaml       -> runs/flickr8k-lite2-ft/
 #   3. self-critical fine-tuning (CIDEr) from 2      configs/flickr8k_lite2_ft_scst.yaml  -> runs/flickr8k-lite2-ft-scst/
 #   4. weight soup 0.5 x stage 1 + 0.5 x stage 3                                           -> runs/flickr8k-lite2-soup/
-# de and zh, on EfficientNet-Lite2 features: cross-entropy alone, configs/flickr8k_LANG_lite2.yaml
-#   -> runs/flickr8k-LANG-lite2/ (German's fine-tune and their soup, configs/flickr8k_de_lite2_ft.yaml, scored lower
-#   on dev CIDEr)
+# de, on EfficientNet-Lite2 features: the English stages on the German captions
+#   configs/flickr8k_de_lite2.yaml, flickr8k_de_lite2_ft.yaml, flickr8k_de_lite2_ft_scst.yaml, then the soup
+#   0.5 x stage 1 + 0.5 x stage 3 -> runs/flickr8k-de-lite2-soup/
+# zh, on EfficientNet-Lite2 features: cross-entropy alone, configs/flickr8k_zh_lite2.yaml -> runs/flickr8k-zh-lite2/
 # en-mobilenet (English on MobileNetV2), on MobileNetV2 features:
 #   1. cross-entropy training              configs/flickr8k.yaml       -> runs/flickr8k/
 #   2. self-critical fine-tuning (CIDEr)   configs/flickr8k_scst.yaml  -> runs/flickr8k-scst/
 #   3. weight soup 0.7 x stage 1 + 0.3 x stage 2                       -> runs/flickr8k-soup/
 # then dev metrics, stored in the model file for the app's model panel.
 # Ship it: cp runs/<run>[-soup]/{mymodel.h5,tokenizer.pkl} .   (models/<name>/ for the others)
-# About 1.7 hours for English on 2 CPU cores (after 3.4 minutes extracting its features), 2 for en-mobilenet,
-# one for the others. Run from the repository root.
+# About 1.7 hours for English on 2 CPU cores (after 3.4 minutes extracting its features), 1.5 for German, 2 for
+# en-mobilenet, one for the others. Run from the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,8 @@ case "$name" in  # the stages' recipes, stage 1's run folder, then (for a soup) 
       soup=(flickr8k-lite2-ft-scst 0.5 0.5) ;;
   en-mobilenet) stages=(flickr8k flickr8k_scst); run=flickr8k; soup=(flickr8k-scst 0.7 0.3) ;;
   zh) stages=(flickr8k_zh_lite2); run=flickr8k-zh-lite2; soup=() ;;
-  de) stages=(flickr8k_de_lite2); run=flickr8k-de-lite2; soup=() ;;
+  de) stages=(flickr8k_de_lite2 flickr8k_de_lite2_ft flickr8k_de_lite2_ft_scst); run=flickr8k-de-lite2
+      soup=(flickr8k-de-lite2-ft-scst 0.5 0.5) ;;
   *) echo "train_shipped.sh: unknown model '$name' (en, zh, de or en-mobilenet)" >&2; exit 2 ;;
 esac
 
