@@ -61,7 +61,8 @@ class TFSearch(Search):
         `temperature` from softmax(logits / temperature), whose log-probabilities are then the ones returned.
 
         Returns the tokens (rows*copies, longest sample), each row's copies together, <pad> after <end>, and
-        each token's log-probability (rows*copies, longest sample), 0 after <end>. Each image is prepared
+        each token's log-probability under the distribution it was drawn from, renormalised over the tokens a
+        sample may hold (rows*copies, longest sample), 0 after <end>. Each image is prepared
         once. Under a GradientTape with training=True the log-probabilities carry the gradient of the very
         pass that drew the words, dropout masks included (self-critical training needs no second pass).
         """
