@@ -142,7 +142,7 @@ def test_beam_beats_greedy_on_a_garden_path(garden_model: keras.Model) -> None:
     generator = TFSearch(get_decoder(garden_model), GARDEN_VOCAB, max_length=4)
     grid = np.random.default_rng(1).normal(size=(1, CELLS, CHANNELS)).astype("float32")
     greedy = generator.greedy(grid, DecodeOptions(beam_size=1))[0]
-    beam = generator.beam(grid, DecodeOptions(beam_size=2))[0]
+    beam = generator.generate(grid, DecodeOptions(beam_size=2))[0]
     assert greedy.words[0] == "red", greedy.text
     assert beam.text == "blue sky" != greedy.text
     assert beam.score > greedy.score + 0.1, (beam.score, greedy.score)

@@ -46,10 +46,8 @@ class Search:
               vetoed: Array | None = None) -> tuple[Any, ...]:
         return beam_loop(self.ops, self.decoder, self.vocab, features, settings, forced, vetoed)
 
-    def _word_mask(self, word_sets: Sequence[Collection[str]], value: float) -> np.ndarray | None:
-        """(n, V): `value` at the vocabulary's words of each image's set, 0 elsewhere; None when every set is empty."""
-        if not any(word_sets):
-            return None
+    def _word_mask(self, word_sets: Sequence[Collection[str]], value: float) -> np.ndarray:
+        """(n, V): `value` at the vocabulary's words of each image's set, 0 elsewhere."""
         mask = np.zeros((len(word_sets), len(self.vocab)), np.float32)
         for row, words in enumerate(word_sets):
             mask[row, self.vocab.ids(words)] = value  # words outside the vocabulary are skipped
@@ -59,8 +57,7 @@ class Search:
         """(n, V): NEG_INF for the words each image's captions may not write, or None when no image has any."""
         if vetoes is not None and len(vetoes) != n:
             raise ValueError(f"{len(vetoes)} vetoes for {n} images; give one (maybe empty) set an image.")
-        mask = self._word_mask(vetoes or [], NEG_INF)
-        return None if mask is None else self._inputs(mask)
+        return self._inputs(self._word_mask(vetoes, NEG_INF)) if vetoes and any(vetoes) else None
 
     def _wanted(self, constraints: Sequence[ImageConstraint] | None, n: int) -> list[list[set[str]]]:
         """Each image's constraints, each as the words of the vocabulary it names (the others cannot be written);
@@ -82,11 +79,8 @@ class Search:
         m = max((len(sets) for sets in wanted), default=0)
         if not m:
             return None
-        mask = np.zeros((len(wanted), m, len(self.vocab)), np.float32)
-        for row, sets in enumerate(wanted):
-            for j, words in enumerate(sets):
-                mask[row, j, self.vocab.ids(words)] = 1.0
-        return mask
+        return np.stack([self._word_mask([sets[j] if j < len(sets) else set() for sets in wanted], 1.0)
+                         for j in range(m)], axis=1)  # (n, m, V)
 
     def _to_caption(self, tokens: np.ndarray, log_prob: float, alpha: np.ndarray, penalty: float) -> Caption:
         ids = np.asarray(tokens).tolist()  # Python ints: the vocabulary reads them one by one
@@ -112,17 +106,17 @@ class Search:
         outputs = self._greedy(self._inputs(features), settings, vetoed=self._vetoed(vetoes, len(features)))
         return self._greedy_captions(outputs, options.length_penalty, len(features))
 
-    def beam(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING,
-             constraints: Sequence[ImageConstraint] | None = None,
-             vetoes: Sequence[Collection[str]] | None = None) -> list[Caption]:
-        """Beam search; each caption's `ranked` is its n-best list (distinct, best first).
+    def generate(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING,
+                 constraints: Sequence[ImageConstraint] | None = None,
+                 vetoes: Sequence[Collection[str]] | None = None) -> list[Caption]:
+        """Captions for a batch of feature grids: by default beam 3 (DecodeOptions()), GREEDY for greedy decoding;
+        each caption's `ranked` is its n-best list (distinct, best first).
 
-        The greedy caption is always a candidate, so a wider beam never returns a caption that
-        scores lower than greedy decoding under the same length normalisation. With `constraints` (a set
-        of words an image, or several sets), constrained beam search: an image's captions write one of the
-        words of each set that the vocabulary has, unless no such caption was found within max_length, when the
-        best unconstrained ones are given; an empty set is plain beam search. `vetoes` (a set of words an image)
-        are never written.
+        The greedy caption is always a candidate, so a wider beam never returns a caption that scores lower than
+        greedy decoding under the same length normalisation. With `constraints` (a set of words an image, or
+        several sets), constrained beam search: an image's captions write one of the words of each set that the
+        vocabulary has, unless no such caption was found within max_length, when the best unconstrained ones are
+        given; an empty set is plain search. `vetoes` (a set of words an image) are never written.
         """
         wanted = self._wanted(constraints, len(features))
         forced = self._forced(wanted)
@@ -151,13 +145,3 @@ class Search:
             best.alternatives = ranked[1:]
             results.append(best)
         return results
-
-    def generate(self, features: np.ndarray, options: DecodeOptions = DEFAULT_DECODING,
-                 constraints: Sequence[ImageConstraint] | None = None,
-                 vetoes: Sequence[Collection[str]] | None = None) -> list[Caption]:
-        """Captions for a batch of feature grids; by default beam 3 (DecodeOptions()), GREEDY for greedy; with
-        `constraints` (a set of words an image, or several), each caption writes one word of each of its image's
-        sets (see `beam`); with `vetoes` (a set of words an image), it writes none of them."""
-        if options.beam_size == 1 and not any(self._wanted(constraints, len(features))):
-            return self.greedy(features, options, vetoes)
-        return self.beam(features, options, constraints, vetoes)
