@@ -8,7 +8,9 @@
 # de, on EfficientNet-Lite2 features: the English stages on the German captions
 #   configs/flickr8k_de_lite2.yaml, flickr8k_de_lite2_ft.yaml, flickr8k_de_lite2_ft_scst.yaml, then the soup
 #   0.5 x stage 1 + 0.5 x stage 3 -> runs/flickr8k-de-lite2-soup/
-# zh, on EfficientNet-Lite2 features: cross-entropy alone, configs/flickr8k_zh_lite2.yaml -> runs/flickr8k-zh-lite2/
+# zh, on EfficientNet-Lite2 features: the English stages on the Chinese captions
+#   configs/flickr8k_zh_lite2.yaml, flickr8k_zh_lite2_ft.yaml, flickr8k_zh_lite2_ft_scst.yaml, then the soup
+#   0.5 x stage 1 + 0.5 x stage 3 -> runs/flickr8k-zh-lite2-soup/
 # en-mobilenet (English on MobileNetV2), on MobileNetV2 features:
 #   1. cross-entropy training              configs/flickr8k.yaml       -> runs/flickr8k/
 #   2. self-critical fine-tuning (CIDEr)   configs/flickr8k_scst.yaml  -> runs/flickr8k-scst/
@@ -25,7 +27,8 @@ case "$name" in  # the stages' recipes, stage 1's run folder, then (for a soup) 
   en) stages=(flickr8k_lite2 flickr8k_lite2_ft flickr8k_lite2_ft_scst); run=flickr8k-lite2
       soup=(flickr8k-lite2-ft-scst 0.5 0.5) ;;
   en-mobilenet) stages=(flickr8k flickr8k_scst); run=flickr8k; soup=(flickr8k-scst 0.7 0.3) ;;
-  zh) stages=(flickr8k_zh_lite2); run=flickr8k-zh-lite2; soup=() ;;
+  zh) stages=(flickr8k_zh_lite2 flickr8k_zh_lite2_ft flickr8k_zh_lite2_ft_scst); run=flickr8k-zh-lite2
+      soup=(flickr8k-zh-lite2-ft-scst 0.5 0.5) ;;
   de) stages=(flickr8k_de_lite2 flickr8k_de_lite2_ft flickr8k_de_lite2_ft_scst); run=flickr8k-de-lite2
       soup=(flickr8k-de-lite2-ft-scst 0.5 0.5) ;;
   *) echo "train_shipped.sh: unknown model '$name' (en, zh, de or en-mobilenet)" >&2; exit 2 ;;
