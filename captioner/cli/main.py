@@ -63,6 +63,15 @@ def _load(args: argparse.Namespace) -> Captioner:
     return models[0] if len(models) == 1 else captioner.ensemble(models)
 
 
+def _add_search_args(parser: argparse.ArgumentParser) -> None:
+    """How captions are ranked and what they may not write, for the commands that caption (caption, evaluate)."""
+    parser.add_argument("--length-penalty", type=float, default=DECODE_DEFAULTS.length_penalty,
+                        help="rank beams by log p / length**this; 0 favours short captions (default: %(default)s)")
+    parser.add_argument("--allow-repeats", action="store_true",
+                        help="let captions repeat a word, a three-word phrase or a noun phrase (blocked by default)")
+    _add_grounding_args(parser)
+
+
 def _add_grounding_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grounding", choices=GROUNDINGS, default=DECODE_DEFAULTS.grounding,
                         help="tags: a grounded model reads the encoder's ImageNet tags and may copy their words, "
@@ -144,12 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="beam width; 1 = greedy (default: %(default)s)")
     caption.add_argument("--n-best", type=int, default=DECODE_DEFAULTS.n_best, metavar="N",
                          help="give the N best captions, at most --beam (default: %(default)s)")
-    caption.add_argument("--length-penalty", type=float, default=DECODE_DEFAULTS.length_penalty,
-                         help="rank beams by log p / length**this; 0 favours short captions (default: %(default)s)")
-    caption.add_argument("--allow-repeats", action="store_true",
-                         help="let a caption repeat a word, a three-word phrase or a noun phrase "
-                              "(blocked by default)")
-    _add_grounding_args(caption)
+    _add_search_args(caption)
     caption.add_argument("--json", action="store_true",
                          help="print JSON lines with scores, the n-best list and the tags")
     caption.add_argument("--tags", action="store_true",
@@ -178,12 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--fast", action="store_true", help="skip Java (PTB tokenizer, METEOR)")
     evaluate.add_argument("--beams", type=int, nargs="+", default=[1, DECODE_DEFAULTS.beam_size], metavar="K",
                           help="beam widths to score, 1 = greedy (default: %(default)s)")
-    evaluate.add_argument("--length-penalty", type=float, default=DECODE_DEFAULTS.length_penalty,
-                          help="rank beams by log p / length**this (default: %(default)s)")
-    evaluate.add_argument("--allow-repeats", action="store_true",
-                          help="let captions repeat a word, a three-word phrase or a noun phrase "
-                              "(blocked by default)")
-    _add_grounding_args(evaluate)
+    _add_search_args(evaluate)
     export = commands.add_parser("export", help="export a model for the portable runtime (no TensorFlow)",
                                  description="Write the encoder (preprocessing included), the decoder's prepare "
                                              "and step and the vocabulary to one folder that `captioner caption "
