@@ -86,10 +86,11 @@ def test_train_without_data_is_a_clear_error(capsys):
     (["--model", "a/m.h5", "--model", "b/m.h5"], [("a/m.h5", "a/tokenizer.pkl"), ("b/m.h5", "b/tokenizer.pkl")]),
 ])
 def test_model_paths_follow_language_and_model(argv, expected):
-    from captioner.cli.main import _model_paths, build_parser
+    from captioner.cli.main import build_parser
+    from captioner.cli.options import model_paths
 
     args = build_parser().parse_args(["caption", "x.jpg", *argv])
-    assert [tuple(str(p) for p in pair) for pair in _model_paths(args)] == expected
+    assert [tuple(str(p) for p in pair) for pair in model_paths(args)] == expected
 
 
 def test_one_tokenizer_for_an_ensemble_is_refused(tmp_path, capsys):

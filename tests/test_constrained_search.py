@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from captioner.artifacts.model_files import ModelInfo
-from captioner.cli.main import _decode_options, build_parser
+from captioner.cli.main import build_parser
+from captioner.cli.options import decode_options
 from captioner.data.datasets import CaptionDataset
 from captioner.decoding.captioning import ImageCaptioner
 from captioner.decoding.grounding import mark_grounded, search_constraints, tag_constraints
@@ -382,11 +383,11 @@ def test_the_cli_takes_grounding_options():
     """--grounding picks off, tags or constrained; a bad threshold is a one-line error, not a traceback."""
     args = build_parser().parse_args(["caption", "x.jpg", "--grounding", "constrained",
                                       "--grounding-min-probability", "0.5"])
-    assert _decode_options(args, args.beam).grounding == "constrained"
-    assert _decode_options(args, args.beam).grounding_min_probability == 0.5
+    assert decode_options(args, args.beam).grounding == "constrained"
+    assert decode_options(args, args.beam).grounding_min_probability == 0.5
     assert build_parser().parse_args(["evaluate"]).grounding == "tags"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["evaluate", "--grounding", "copy"])
     args = build_parser().parse_args(["evaluate", "--grounding-min-probability", "2"])
     with pytest.raises(CaptionerError, match="grounding_min_probability must be in"):
-        _decode_options(args, beam_size=3)
+        decode_options(args, beam_size=3)

@@ -11,88 +11,24 @@ import typing
 from pathlib import Path
 
 from captioner.cli.engines import add_engine_args
+from captioner.cli.evaluate import add_evaluate_command, cmd_evaluate
+from captioner.cli.options import (
+    DECODE_DEFAULTS,
+    add_data_args,
+    add_model_args,
+    add_search_args,
+    decode_options,
+    load_captioner,
+    model_paths,
+)
 from captioner.cli.serve import add_serve_command, cmd_serve
 from captioner.cli.write import add_write_args, add_write_command, caption_and_write, check_write_args, cmd_write
-from captioner.decoding.options import GROUNDINGS, DecodeOptions
 from captioner.errors import CaptionerError
 from captioner.features import DEFAULT_CACHE_DIR, DEFAULT_ENCODER
-from captioner.serving.loading import DEFAULT_RUNTIME, RUNTIMES
 
 if typing.TYPE_CHECKING:  # TensorFlow is imported only when a command needs it
     from captioner.decoding.options import Caption
     from captioner.serving.api import Captioner
-
-DECODE_DEFAULTS = DecodeOptions()  # the library's default search, restated nowhere else
-
-
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", action="append",
-                        help="trained model file (default: the shipped model of --lang: mymodel.h5 for English, "
-                             "models/<lang>/mymodel.h5 otherwise); repeat it to decode with an ensemble of models "
-                             "that share one vocabulary")
-    parser.add_argument("--tokenizer", help="vocabulary saved with the model (default: tokenizer.pkl beside it)")
-    parser.add_argument("--encoder-weights", default="imagenet",
-                        help="ImageNet weights .h5 for the encoder; default: Keras cache, then download")
-    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
-                        help="auto (default): a model file runs from its export, made once on first use, without "
-                             "TensorFlow; tensorflow: load it in Keras; portable: always the export")
-
-
-def _model_paths(args: argparse.Namespace) -> list[tuple[Path, Path]]:
-    """(model, vocabulary) of each --model, or of the model shipped for --lang; a vocabulary defaults to the
-    model's sibling tokenizer.pkl, or --tokenizer when there is one model."""
-    from captioner.artifacts.model_files import vocabulary_beside
-    from captioner.serving.shipped import shipped_model_paths
-
-    if not args.model:
-        model, tokenizer = shipped_model_paths(args.lang or "en")
-        return [(model, Path(args.tokenizer) if args.tokenizer else tokenizer)]
-    if args.tokenizer and len(args.model) > 1:
-        raise CaptionerError("--tokenizer names the vocabulary of one model; an ensemble reads each model's "
-                             "tokenizer.pkl from beside it.")
-    return [(Path(m), Path(args.tokenizer) if args.tokenizer else vocabulary_beside(m)) for m in args.model]
-
-
-def _load(args: argparse.Namespace) -> Captioner:
-    """The model(s) the arguments name: one Captioner, an ensemble when --model is repeated."""
-    import captioner
-
-    paths = _model_paths(args)
-    runtime = args.runtime if len(paths) == 1 else "tensorflow"  # an ensemble decodes in one Keras search
-    models = [captioner.load(model, vocab, args.encoder_weights, runtime) for model, vocab in paths]
-    return models[0] if len(models) == 1 else captioner.ensemble(models)
-
-
-def _add_search_args(parser: argparse.ArgumentParser) -> None:
-    """How captions are ranked and what they may not write, for the commands that caption (caption, evaluate)."""
-    parser.add_argument("--length-penalty", type=float, default=DECODE_DEFAULTS.length_penalty,
-                        help="rank beams by log p / length**this; 0 favours short captions (default: %(default)s)")
-    parser.add_argument("--allow-repeats", action="store_true",
-                        help="let captions repeat a word, a three-word phrase or a noun phrase (blocked by default)")
-    _add_grounding_args(parser)
-
-
-def _add_grounding_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--grounding", choices=GROUNDINGS, default=DECODE_DEFAULTS.grounding,
-                        help="tags: a grounded model reads the encoder's ImageNet tags and may copy their words, "
-                             "and no caption names an object the classifier could see but does not; constrained: "
-                             "also, each caption must name one of the things the classifier is sure of, if the "
-                             "model knows the word (EfficientNet-Lite models, English; docs/grounding.md) "
-                             "(default: %(default)s)")
-    parser.add_argument("--grounding-min-probability", type=float, metavar="P",
-                        default=DECODE_DEFAULTS.grounding_min_probability,
-                        help="how sure the classifier must be of a word to require it (default: %(default)s)")
-    parser.add_argument("--grounding-veto", type=float, metavar="P", default=DECODE_DEFAULTS.grounding_veto,
-                        help="no caption names an object ImageNet has classes for (people excepted) that the "
-                             "classifier gives less than this; 0: no veto (default: %(default)s)")
-
-
-def _add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--data", required=required,
-                        help="dataset folder or captions file (Kaggle/Flickr8k/Karpathy/COCO/CSV)")
-    parser.add_argument("--images", help="folder with the image files, if not found beside the captions")
-    parser.add_argument("--lang", help="caption language: picks captions_<lang>.txt in a Kaggle-style folder")
-    parser.add_argument("--limit", type=int, help="use at most this many images per split (quick runs)")
 
 
 def _config_field_type(field: dataclasses.Field) -> type:
@@ -115,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract = commands.add_parser("extract", help="cache encoder features for a dataset",
                                   description="Encode every train/dev/test image once and cache the "
                                               "feature grids on disk (resumable).")
-    _add_data_args(extract)
+    add_data_args(extract)
     extract.add_argument("--encoder", default=DEFAULT_ENCODER, help="backbone (default: %(default)s)")
     extract.add_argument("--encoder-weights", default="imagenet", help="weights file or 'imagenet'")
     extract.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="feature cache (default: %(default)s)")
@@ -126,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train the attention decoder on cached features, pick the "
                                             "best epoch on the dev split and save mymodel.h5 + "
                                             "tokenizer.pkl in --output.")
-    _add_data_args(train, required=False)
+    add_data_args(train, required=False)
     train.add_argument("--config", help="YAML/JSON training recipe (e.g. configs/flickr8k.yaml)")
     add_engine_args(train, training=True)
     for field in dataclasses.fields(_train_config()):
@@ -147,13 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Print a caption for each image, or write them all to a CSV "
                                               "or JSONL file with --output (resumable).")
     caption.add_argument("images", nargs="+", help="image files, folders or glob patterns")
-    _add_model_args(caption)
+    add_model_args(caption)
     caption.add_argument("--lang", help="caption language of the shipped model to use: en (default), zh, de")
     caption.add_argument("--beam", type=int, default=DECODE_DEFAULTS.beam_size, metavar="K",
                          help="beam width; 1 = greedy (default: %(default)s)")
     caption.add_argument("--n-best", type=int, default=DECODE_DEFAULTS.n_best, metavar="N",
                          help="give the N best captions, at most --beam (default: %(default)s)")
-    _add_search_args(caption)
+    add_search_args(caption)
     caption.add_argument("--json", action="store_true",
                          help="print JSON lines with scores, the n-best list and the tags")
     caption.add_argument("--tags", action="store_true",
@@ -168,21 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_write_args(caption)  # --write xmp|embed|txt, --min-confidence (captioner/cli/write.py)
     add_write_command(commands)
     add_serve_command(commands)  # captioner/cli/serve.py
+    add_evaluate_command(commands)  # captioner/cli/evaluate.py
 
-    evaluate = commands.add_parser("evaluate", help="COCO caption metrics on a dataset split",
-                                   description="Caption a split and score it with BLEU-1..4, METEOR, "
-                                               "ROUGE-L and CIDEr (pycocoevalcap).")
-    _add_data_args(evaluate, required=False)
-    _add_model_args(evaluate)
-    evaluate.add_argument("--split", default="dev", choices=("train", "dev", "test"))
-    evaluate.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="feature cache (default: %(default)s)")
-    evaluate.add_argument("--output", help="write the scores as JSON here")
-    evaluate.add_argument("--record", action="store_true",
-                          help="also store the scores in the model file, for the app's model panel")
-    evaluate.add_argument("--fast", action="store_true", help="skip Java (PTB tokenizer, METEOR)")
-    evaluate.add_argument("--beams", type=int, nargs="+", default=[1, DECODE_DEFAULTS.beam_size], metavar="K",
-                          help="beam widths to score, 1 = greedy (default: %(default)s)")
-    _add_search_args(evaluate)
     export = commands.add_parser("export", help="export a model for the portable runtime (no TensorFlow)",
                                  description="Write the encoder (preprocessing included), the decoder's prepare "
                                              "and step and the vocabulary to one folder that `captioner caption "
@@ -263,17 +186,6 @@ def _check_caption_args(args: argparse.Namespace) -> None:
     check_write_args(args)
 
 
-def _decode_options(args: argparse.Namespace, beam_size: int, n_best: int = DECODE_DEFAULTS.n_best) -> DecodeOptions:
-    """The library's default search with the command's settings, or a one-line error for a bad value."""
-    try:
-        return dataclasses.replace(DECODE_DEFAULTS, beam_size=beam_size, n_best=n_best,
-                                   length_penalty=args.length_penalty, block_repeats=not args.allow_repeats,
-                                   grounding=args.grounding, grounding_min_probability=args.grounding_min_probability,
-                                   grounding_veto=args.grounding_veto)
-    except ValueError as error:
-        raise CaptionerError(f"{error}; see --help.") from None
-
-
 def _print_caption(path: Path, caption: Caption, args: argparse.Namespace, with_path: bool) -> None:
     from captioner.serving.batch import caption_record
 
@@ -315,11 +227,11 @@ def cmd_caption(args: argparse.Namespace) -> None:
         raise CaptionerError(f"no image found in {' '.join(args.images)}; give image files, folders or patterns.")
     if args.attention and len(paths) != 1:
         raise CaptionerError(f"--attention draws one image, but {len(paths)} were given.")
-    options = _decode_options(args, beam_size=args.beam, n_best=args.n_best)
-    if args.engine == "ray" and len(_model_paths(args)) > 1:
+    options = decode_options(args, beam_size=args.beam, n_best=args.n_best)
+    if args.engine == "ray" and len(model_paths(args)) > 1:
         raise CaptionerError("--engine ray captions with one model; drop the extra --model, or use --engine local.")
-    load_args = (*_model_paths(args)[0], args.encoder_weights)
-    model = None if args.engine == "ray" else _load(args)  # on Ray, each actor loads it
+    load_args = (*model_paths(args)[0], args.encoder_weights)
+    model = None if args.engine == "ray" else load_captioner(args)  # on Ray, each actor loads it
     if args.write:
         if model is None:
             raise CaptionerError("--write changes files on this machine: drop --engine ray.")
@@ -349,52 +261,6 @@ def cmd_caption(args: argparse.Namespace) -> None:
                     _save_attention(model, path, caption, args.attention)
     if failures:
         raise CaptionerError(f"{len(failures)} of {len(paths)} images could not be captioned (see above).")
-
-
-def cmd_evaluate(args: argparse.Namespace) -> None:
-    from captioner.data.datasets import load_dataset
-    from captioner.evaluation.evaluate import evaluate_model
-    from captioner.evaluation.grounding import grounding_report
-    from captioner.evaluation.metrics import format_table, scoring_note
-    from captioner.evaluation.repetition import format_repetition, repetition_stats
-
-    paths = _model_paths(args)
-    if args.record and len(paths) > 1:
-        raise CaptionerError("--record stores scores in one model file; an ensemble has no file of its own.")
-    model = _load(args)
-    trained_on = (model.info.extra or {}).get("config", {})
-    data = args.data or trained_on.get("data")
-    if not data or not Path(data).exists():
-        raise CaptionerError("no dataset to evaluate on: pass --data (the model does not record "
-                             "a training dataset that exists here).")
-    lang = args.lang or trained_on.get("lang")
-    dataset = load_dataset(data, args.images or trained_on.get("images"), lang).limit(args.limit)
-    decodings = [_decode_options(args, beam_size=k) for k in args.beams]
-    scores, captions = evaluate_model(model, dataset, args.split, decodings, args.cache_dir, fast=args.fast)
-    rows = {f"{args.split} {name}": row for name, row in scores.items()}
-    print(format_table(rows))
-    print(scoring_note(model.vocab.lang, model.vocab.tokenization, args.fast))
-    if model.vocab.lang == "en":  # the noun-phrase rule knows English determiners only
-        print(format_repetition({f"{args.split} {name}": repetition_stats(c.words for c in by_image.values())
-                                 for name, by_image in captions.items()}))
-        print(grounding_report({f"{args.split} {name}": {n: c.text for n, c in by_image.items()}
-                                for name, by_image in captions.items()}, dataset.captions,
-                               trained_on.get("held_out_concepts")))
-    for name, by_image in captions.items():
-        grounded = sum(bool(c.grounded_by) for c in by_image.values())
-        if args.grounding == "constrained":
-            print(f"{args.split} {name}: {grounded} of {len(by_image)} captions write a word of their tags "
-                  f"(required: the objects the classifier gives at least {args.grounding_min_probability}; "
-                  f"docs/grounding.md says which)")
-        elif grounded:  # a grounded model's copies
-            print(f"{args.split} {name}: {grounded} of {len(by_image)} captions copy a word of their photo's tags")
-    print("SPICE is not reported: it needs Stanford CoreNLP models downloaded at run time.")
-    if args.output:
-        Path(args.output).write_text(json.dumps(rows, indent=2))
-    if args.record:
-        from captioner.artifacts.model_files import record_scores
-
-        record_scores(paths[0][0], rows)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
