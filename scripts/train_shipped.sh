@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A shipped model, end to end: scripts/train_shipped.sh [en|zh|de|en-mobilenet]   (default en; see MODEL_CARD.md)
+# A shipped model, end to end: scripts/train_shipped.sh [en|zh|de|en-mobilenet|en-fast]   (default en; see MODEL_CARD.md)
 # en, on EfficientNet-Lite2 features:
 #   1. cross-entropy training                        configs/flickr8k_lite2.yaml          -> runs/flickr8k-lite2/
 #   2. three more epochs without label smoothing     configs/flickr8k_lite2_ft.yaml       -> runs/flickr8k-lite2-ft/
@@ -15,6 +15,8 @@
 #   1. cross-entropy training              configs/flickr8k.yaml       -> runs/flickr8k/
 #   2. self-critical fine-tuning (CIDEr)   configs/flickr8k_scst.yaml  -> runs/flickr8k-scst/
 #   3. weight soup 0.7 x stage 1 + 0.3 x stage 2                       -> runs/flickr8k-soup/
+# en-fast, the same three steps with a smaller decoder: configs/flickr8k_small.yaml, flickr8k_small_scst.yaml, then
+#   0.7 x stage 1 + 0.3 x stage 2 -> runs/flickr8k-small-soup/
 # then dev metrics, stored in the model file for the app's model panel.
 # Ship it: cp runs/<run>[-soup]/{mymodel.h5,tokenizer.pkl} .   (models/<name>/ for the others)
 # About 1.7 hours for English on 2 CPU cores (after 3.4 minutes extracting its features), 1.5 for German, 2 for
@@ -27,11 +29,12 @@ case "$name" in  # the stages' recipes, stage 1's run folder, then (for a soup) 
   en) stages=(flickr8k_lite2 flickr8k_lite2_ft flickr8k_lite2_ft_scst); run=flickr8k-lite2
       soup=(flickr8k-lite2-ft-scst 0.5 0.5) ;;
   en-mobilenet) stages=(flickr8k flickr8k_scst); run=flickr8k; soup=(flickr8k-scst 0.7 0.3) ;;
+  en-fast) stages=(flickr8k_small flickr8k_small_scst); run=flickr8k-small; soup=(flickr8k-small-scst 0.7 0.3) ;;
   zh) stages=(flickr8k_zh_lite2 flickr8k_zh_lite2_ft flickr8k_zh_lite2_ft_scst); run=flickr8k-zh-lite2
       soup=(flickr8k-zh-lite2-ft-scst 0.5 0.5) ;;
   de) stages=(flickr8k_de_lite2 flickr8k_de_lite2_ft flickr8k_de_lite2_ft_scst); run=flickr8k-de-lite2
       soup=(flickr8k-de-lite2-ft-scst 0.5 0.5) ;;
-  *) echo "train_shipped.sh: unknown model '$name' (en, zh, de or en-mobilenet)" >&2; exit 2 ;;
+  *) echo "train_shipped.sh: unknown model '$name' (en, zh, de, en-mobilenet or en-fast)" >&2; exit 2 ;;
 esac
 
 for stage in "${stages[@]}"; do
