@@ -33,7 +33,7 @@ class Timed:
     """The exported decoder with its `prepare` and `step` calls timed: seconds and steps since `reset`."""
 
     def __init__(self, decoder) -> None:
-        self.decoder, self.prepare_s, self.step_s, self.steps = decoder, 0.0, 0.0, 0
+        self.prepare_s, self.step_s, self.steps = 0.0, 0.0, 0
         self._prepare, self._step = decoder.prepare, decoder.step
         decoder.prepare, decoder.step = self.prepare, self.step
 
