@@ -30,30 +30,29 @@ PARTS = ("file → features (the encoder)", "decoder `prepare`", "decoder steps"
 
 
 class Timed:
-    """The exported decoder with its `prepare` and `step` calls timed: seconds and steps since `reset`."""
+    """The exported decoder with its `prepare` and `step` calls timed: seconds and calls of each since `reset`."""
+
+    METHODS = ("prepare", "step")
 
     def __init__(self, decoder) -> None:
-        self.prepare_s, self.step_s, self.steps = 0.0, 0.0, 0
-        self._prepare, self._step = decoder.prepare, decoder.step
-        decoder.prepare, decoder.step = self.prepare, self.step
+        self.reset()
+        for name in self.METHODS:
+            setattr(decoder, name, self._timed(name, getattr(decoder, name)))
 
     def reset(self) -> None:
-        self.prepare_s, self.step_s, self.steps = 0.0, 0.0, 0
+        self.seconds = dict.fromkeys(self.METHODS, 0.0)
+        self.calls = dict.fromkeys(self.METHODS, 0)
 
-    def prepare(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return self._prepare(*args, **kwargs)
-        finally:
-            self.prepare_s += time.perf_counter() - start
-
-    def step(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return self._step(*args, **kwargs)
-        finally:
-            self.step_s += time.perf_counter() - start
-            self.steps += 1
+    def _timed(self, name: str, method):
+        """`method` with each call's seconds added to self.seconds[name] and counted in self.calls[name]."""
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+                self.calls[name] += 1
+        return call
 
 
 def one_pass(model, timed: Timed, photos: list[Path], options: DecodeOptions) -> tuple[dict[str, float], float]:
@@ -68,11 +67,11 @@ def one_pass(model, timed: Timed, photos: list[Path], options: DecodeOptions) ->
         start = time.perf_counter()
         model.caption_features(features, options, probabilities)
         total = time.perf_counter() - start
-        seconds[PARTS[1]].append(timed.prepare_s)
-        seconds[PARTS[2]].append(timed.step_s)
-        seconds[PARTS[3]].append(total - timed.prepare_s - timed.step_s)
+        seconds[PARTS[1]].append(timed.seconds["prepare"])
+        seconds[PARTS[2]].append(timed.seconds["step"])
+        seconds[PARTS[3]].append(total - timed.seconds["prepare"] - timed.seconds["step"])
         seconds[PARTS[4]].append(total)
-        steps.append(timed.steps)
+        steps.append(timed.calls["step"])
     return {part: statistics.median(values) for part, values in seconds.items()}, statistics.median(steps)
 
 
